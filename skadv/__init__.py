@@ -1,0 +1,12 @@
+"""skadv: detect adversarial inputs to PyTorch classifiers from their explanations.
+
+The two estimators follow scikit-learn's API:
+
+- :class:`ExplanationTransformer` turns inputs into saliency maps with a trained
+  torch classifier (captum underneath);
+- :class:`ExplanationReconstructionDetector` learns what benign maps look like with
+  one skorch autoencoder per predicted class, and flags the maps it cannot
+  reconstruct (Ko & Lim, 2021).
+"""
+
+__version__ = "0.1.0.dev0"
