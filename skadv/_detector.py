@@ -1,0 +1,438 @@
+"""ExplanationReconstructionDetector: per-class autoencoders on explanation maps."""
+
+import inspect
+import numbers
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import (
+    check_is_fitted,
+    check_memory,
+    column_or_1d,
+    validate_data,
+)
+
+from skadv._autoencoder import make_reconstructor
+from skadv._torch_utils import resolve_device, torch_seed
+
+METRICS = ("top_half_l1", "mse")
+
+
+def check_detection_labels(y, n_samples):
+    """Validate +1 (benign) / -1 (adversarial) labels; return a boolean benign mask."""
+    y = column_or_1d(y, warn=True)
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match."
+        )
+    if y.dtype.kind not in "iuf" or not np.isin(y, (-1, 1)).all():
+        found = (
+            np.unique(y).tolist() if y.dtype.kind != "O" else sorted(set(y), key=str)
+        )
+        raise ValueError(
+            "y must label each row +1 (benign) or -1 (adversarial), scikit-learn's "
+            f"outlier convention; got labels {found[:10]}. Labels such as 0/1 are "
+            "ambiguous and are not guessed: map them to +1/-1 first."
+        )
+    return y == 1
+
+
+def reconstruction_errors(X, X_reconstructed, metric="top_half_l1"):
+    """Per-row reconstruction error of flat maps (higher = worse reconstruction).
+
+    ``"top_half_l1"`` is Ko & Lim's score: the absolute error of each value,
+    kept only where it is above the row's median error, summed and divided by
+    the number of values. ``"mse"`` is the mean squared error.
+    """
+    diff = np.abs(np.asarray(X, dtype=np.float64) - X_reconstructed)
+    if metric == "mse":
+        return np.mean(diff**2, axis=1)
+    median = np.median(diff, axis=1, keepdims=True)
+    return np.where(diff > median, diff, 0.0).sum(axis=1) / diff.shape[1]
+
+
+def _fit_reconstructor(template, X, seed, device):
+    """Fit a clone of ``template`` to reconstruct ``X``.
+
+    Module-level so that joblib can send it to workers and
+    ``joblib.Memory`` can cache it: the threshold (``contamination``) is not
+    an argument, so changing it alone never retrains.
+    """
+    net = clone(template)
+    module = net.module
+    if (
+        isinstance(module, type)
+        and "n_features" in inspect.signature(module).parameters
+        and "module__n_features" not in net.get_params()
+    ):
+        net.set_params(module__n_features=X.shape[1])
+    if device is not None:
+        net.set_params(device=device)
+    with torch_seed(seed):
+        net.fit(X, X)
+    return net
+
+
+class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
+    """Flag inputs whose explanation map its class's autoencoder cannot rebuild.
+
+    Ko & Lim's unsupervised detector: one autoencoder per predicted class is
+    trained on explanation maps of benign inputs only. An adversarial input
+    changes its explanation far more than the input itself, so its map is
+    reconstructed badly by the autoencoder of the class it is (mis)classified
+    as. Input rows are what :class:`ExplanationTransformer` writes: the
+    predicted class in ``class_column``, then the flattened map.
+
+    Scores follow scikit-learn's outlier detectors: :meth:`predict` returns +1
+    for benign and -1 for adversarial inputs, :meth:`score_samples` is higher
+    for more benign inputs and :meth:`decision_function` is negative for the
+    inputs flagged as adversarial. :meth:`reconstruction_error` is the plain
+    "higher means more adversarial" score.
+
+    Parameters
+    ----------
+    reconstructor : skorch.NeuralNetRegressor, default=None
+        Template of the autoencoder net, cloned and fitted once per class. Its
+        module maps flat maps to flat reconstructions; when the module class
+        takes an ``n_features`` argument that the net does not set, it is set
+        to the width of the maps. ``None``: ``make_reconstructor()``, Ko &
+        Lim's 64-unit MLP (Adam, lr 1e-3, MSE, 10 epochs, batch 32). Tune
+        nested parameters as usual, e.g. ``reconstructor__module__hidden``.
+
+    contamination : float in (0, 0.5], default=0.05
+        Target false-positive rate on the benign training rows: each class's
+        threshold ``offset_`` is the ``contamination`` quantile of its benign
+        training scores. Changing it alone need not retrain anything (see
+        ``memory``).
+
+    class_column : int or None, default=0
+        Column of ``X`` holding the predicted class (integer values), which
+        routes each row to its class's autoencoder. ``None``: no class column,
+        one autoencoder for all rows.
+
+    metric : {"top_half_l1", "mse"}, default="top_half_l1"
+        Reconstruction error: Ko & Lim's mean of the absolute errors above each
+        row's median, or the mean squared error.
+
+    min_class_size : int, default=10
+        Classes with fewer benign training rows get no autoencoder of their
+        own: they share a fallback autoencoder trained on all benign rows (and
+        the fallback's threshold), which is trained only when needed.
+
+    unseen_class : {"error", "fallback"}, default="error"
+        What to do at predict time with a class that had no benign training
+        row: ``"error"`` raises a ValueError naming the classes, ``"fallback"``
+        routes them to the fallback autoencoder (trained at fit time for this).
+
+    memory : str or joblib.Memory, default=None
+        Caches the fitted autoencoders: refitting on the same data with only
+        ``contamination`` changed (as in ``GridSearchCV``) reuses them.
+
+    n_jobs : int, default=None
+        Number of autoencoders trained in parallel through joblib; any joblib
+        backend works (``joblib.parallel_config(backend="dask")`` on a
+        cluster). ``None`` means 1 unless in a ``joblib.parallel_config``
+        context; -1 means all processors.
+
+    device : str or torch.device, default=None
+        Device for the autoencoders (``"cpu"``, ``"cuda"``, ``"auto"``).
+        ``None`` keeps the reconstructor's own setting.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds each autoencoder's initialisation and shuffling (one seed per
+        class, drawn in class order, so results do not depend on ``n_jobs``).
+        Torch's global generator is left untouched.
+
+    verbose : int, default=0
+        Progress bar over the autoencoders when positive; skorch's per-epoch
+        log as well when 2 or more.
+
+    Attributes
+    ----------
+    class_labels_ : ndarray of shape (n_classes,)
+        Classes with an autoencoder of their own (empty when ``class_column``
+        is None).
+
+    fallback_classes_ : ndarray
+        Classes seen at fit time with fewer than ``min_class_size`` benign rows.
+
+    reconstructors_ : list of skorch.NeuralNetRegressor
+        Fitted autoencoders, aligned with ``class_labels_``; a shared one
+        (single or fallback), if any, comes last.
+
+    offset_ : ndarray of shape (n_reconstructors,)
+        Threshold of each autoencoder on :meth:`score_samples`, aligned with
+        ``reconstructors_``: ``decision_function = score_samples - offset_``.
+
+    n_features_in_ : int
+        Number of columns of ``X`` seen during fit.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    ExplanationTransformer : Computes the maps this detector reads.
+    DetectorClassifier : Wraps a detector as a binary classifier for
+        scikit-learn's threshold tuners.
+
+    References
+    ----------
+    .. [1] H. Ko and G. Lim, "Unsupervised Detection of Adversarial Examples
+       with Model Explanations", AdvML workshop at KDD 2021, arXiv:2107.10480.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skadv import ExplanationReconstructionDetector
+    >>> rng = np.random.default_rng(0)
+    >>> maps = rng.random((200, 16), dtype=np.float32) * 0.2  # benign: faint maps
+    >>> X = np.column_stack([rng.integers(0, 2, 200), maps]).astype(np.float32)
+    >>> detector = ExplanationReconstructionDetector(random_state=0).fit(X)
+    >>> odd = np.column_stack([[0, 1], rng.random((2, 16))]).astype(np.float32)
+    >>> detector.predict(odd)
+    array([-1, -1])
+    """
+
+    _parameter_constraints = {
+        "reconstructor": [HasMethods(["fit", "predict"]), None],
+        "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "class_column": [Interval(numbers.Integral, 0, None, closed="left"), None],
+        "metric": [StrOptions(set(METRICS))],
+        "min_class_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "unseen_class": [StrOptions({"error", "fallback"})],
+        "memory": [None, str, HasMethods(["cache"])],
+        "n_jobs": [numbers.Integral, None],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        reconstructor=None,
+        contamination=0.05,
+        class_column=0,
+        metric="top_half_l1",
+        min_class_size=10,
+        unseen_class="error",
+        memory=None,
+        n_jobs=None,
+        device=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.reconstructor = reconstructor
+        self.contamination = contamination
+        self.class_column = class_column
+        self.metric = metric
+        self.min_class_size = min_class_size
+        self.unseen_class = unseen_class
+        self.memory = memory
+        self.n_jobs = n_jobs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _split(self, X):
+        """Split validated rows into (class labels or None, flat maps)."""
+        if self.class_column is None:
+            return None, X
+        if self.class_column >= X.shape[1] - 1:
+            raise ValueError(
+                f"class_column={self.class_column} is out of range for X with "
+                f"{X.shape[1]} columns (one class column plus at least one map value)."
+            )
+        column = X[:, self.class_column]
+        if not np.array_equal(column, np.round(column)):
+            bad = column[column != np.round(column)][0]
+            raise ValueError(
+                f"class_column={self.class_column} must hold integer class labels "
+                f"(the predicted class that ExplanationTransformer writes in column "
+                f"0); found non-integer values such as {bad!r}. Pass "
+                "class_column=None to use a single autoencoder without a class column."
+            )
+        maps = np.delete(X, self.class_column, axis=1)
+        return column.astype(np.int64), maps
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Train one autoencoder per class on the benign rows and set thresholds.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows of ``ExplanationTransformer`` output: class column, then map.
+
+        y : array-like of shape (n_samples,), default=None
+            Optional labels, +1 benign and -1 adversarial: only benign rows are
+            used, so fitting on a labelled mixed set (e.g. in GridSearchCV) is
+            honest. ``None``: all rows are benign.
+
+        Returns
+        -------
+        self : object
+            The fitted detector.
+        """
+        X = validate_data(self, X, dtype=np.float32)
+        if y is not None:
+            X = X[check_detection_labels(y, X.shape[0])]
+        if X.shape[0] == 0:
+            raise ValueError("y marks no row as benign (+1): nothing to learn from.")
+        classes, maps = self._split(X)
+        template = (
+            make_reconstructor() if self.reconstructor is None else self.reconstructor
+        )
+        if self.verbose >= 2:
+            template = clone(template).set_params(verbose=1)
+        device = resolve_device(self.device)
+        rng = check_random_state(self.random_state)
+
+        if classes is None:
+            labels, counts = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        else:
+            labels, counts = np.unique(classes, return_counts=True)
+        # One seed per seen class (in class order) and one for the shared net,
+        # drawn whatever the routing, so seeds do not depend on n_jobs.
+        seeds = rng.randint(np.iinfo(np.int32).max, size=labels.size + 1)
+        own = counts >= self.min_class_size
+        self.class_labels_ = labels[own]
+        self.fallback_classes_ = labels[~own]
+        tasks = [
+            (maps[classes == c], int(s)) for c, s in zip(labels[own], seeds[:-1][own])
+        ]
+        needs_shared = (
+            classes is None
+            or self.fallback_classes_.size > 0
+            or self.unseen_class == "fallback"
+        )
+        if needs_shared:
+            tasks.append((maps, int(seeds[-1])))
+
+        fit_one = check_memory(self.memory).cache(_fit_reconstructor)
+        jobs = (delayed(fit_one)(template, Xc, seed, device) for Xc, seed in tasks)
+        results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(tasks), desc="autoencoders")
+        self.reconstructors_ = list(results)
+
+        # Thresholds from each autoencoder's own benign training rows; the
+        # shared one is calibrated on every benign row it was trained on.
+        q = 100 * self.contamination
+        self.offset_ = np.array(
+            [
+                np.percentile(-self._errors(net, Xc), q)
+                for net, (Xc, _) in zip(self.reconstructors_, tasks)
+            ]
+        )
+        return self
+
+    def _errors(self, net, maps):
+        return reconstruction_errors(maps, net.predict(maps), self.metric)
+
+    def _route(self, classes):
+        """Index into ``reconstructors_`` of each row's autoencoder."""
+        labels = self.class_labels_
+        index = np.searchsorted(labels, classes)
+        index_clipped = np.minimum(index, max(labels.size - 1, 0))
+        has_own = (labels.size > 0) & (labels[index_clipped] == classes)
+        shared = len(self.reconstructors_) - 1
+        if not has_own.all():
+            others = classes[~has_own]
+            unseen = np.setdiff1d(others, self.fallback_classes_)
+            if unseen.size and self.unseen_class == "error":
+                raise ValueError(
+                    f"X has rows of classes {unseen.tolist()[:10]} that had no benign "
+                    "row at fit time. Refit with these classes in the benign data, or "
+                    "with unseen_class='fallback' to score them with the shared "
+                    "fallback autoencoder."
+                )
+        return np.where(has_own, index_clipped, shared)
+
+    def _scores_and_route(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        classes, maps = self._split(X)
+        if classes is None:
+            return self._errors(self.reconstructors_[0], maps), np.zeros(
+                X.shape[0], dtype=np.intp
+            )
+        route = self._route(classes)
+        errors = np.empty(X.shape[0], dtype=np.float64)
+        for i in np.unique(route):
+            rows = route == i
+            errors[rows] = self._errors(self.reconstructors_[i], maps[rows])
+        return errors, route
+
+    def reconstruction_error(self, X):
+        """Reconstruction error of each row's map: higher means more adversarial.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows of ``ExplanationTransformer`` output.
+
+        Returns
+        -------
+        errors : ndarray of shape (n_samples,)
+            The error of the row's class autoencoder (``metric``).
+        """
+        return self._scores_and_route(X)[0]
+
+    def score_samples(self, X):
+        """Benign-ness of each row: the negated reconstruction error.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows of ``ExplanationTransformer`` output.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Higher for more benign rows.
+        """
+        return -self.reconstruction_error(X)
+
+    def decision_function(self, X):
+        """Score shifted by each row's class threshold: negative means adversarial.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows of ``ExplanationTransformer`` output.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+            ``score_samples(X) - offset_`` of the row's autoencoder.
+        """
+        errors, route = self._scores_and_route(X)
+        return -errors - self.offset_[route]
+
+    def predict(self, X):
+        """Predict +1 for benign and -1 for adversarial rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows of ``ExplanationTransformer`` output.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            +1 benign, -1 adversarial.
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

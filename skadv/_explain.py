@@ -1,0 +1,465 @@
+"""ExplanationTransformer: inputs to saliency maps with a trained torch classifier."""
+
+import contextlib
+import copy
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_feature_names_in,
+    check_is_fitted,
+    validate_data,
+)
+
+from skadv._torch_utils import resolve_device
+
+METHODS = (
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "smoothgrad",
+    "guided_backprop",
+    "deeplift",
+)
+
+# Methods whose attribution is one forward and one backward pass at the input
+# itself: the predicted class can be read off that same forward pass.
+_SINGLE_PASS_METHODS = frozenset({"saliency", "input_x_gradient", "guided_backprop"})
+
+_DEFAULT_METHOD_PARAMS = {
+    "saliency": {"abs": False},
+    "smoothgrad": {"nt_samples": 10, "stdevs": 0.15, "abs": False},
+    "integrated_gradients": {"n_steps": 32},
+}
+
+
+class _PredictedClassLogit(torch.nn.Module):
+    """The logit of the predicted class, as a scalar per input.
+
+    Captum needs the target class before its forward pass; explaining the
+    predicted class would then cost one forward pass more. Gathering the
+    arg-max logit inside the forward pass gives the prediction and the gradient
+    of its logit in a single forward and backward pass.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.predicted = None
+
+    def forward(self, x):
+        logits = self.model(x)
+        predicted = logits.argmax(dim=1)
+        self.predicted = predicted.detach()
+        return logits.gather(1, predicted[:, None]).squeeze(1)
+
+
+@contextlib.contextmanager
+def _eval_mode(module):
+    """Put ``module`` in eval mode and restore every submodule's flag after."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def _module_device_dtype(module):
+    param = next(module.parameters(), None)
+    if param is None:
+        return torch.device("cpu"), torch.float32
+    return param.device, param.dtype
+
+
+def _unwrap_model(model):
+    """Return the torch module behind ``model`` (a module or a fitted skorch net)."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    estimator = getattr(model, "estimator", None)  # sklearn's FrozenEstimator
+    if estimator is not None and not hasattr(model, "module_"):
+        return _unwrap_model(estimator)
+    if hasattr(model, "initialize") and hasattr(model, "module"):  # skorch net
+        if not getattr(model, "initialized_", False):
+            raise NotFittedError(
+                f"The skorch net passed as model is not initialized: fit "
+                f"{type(model).__name__} before explaining with it."
+            )
+        return model.module_
+    raise TypeError(
+        "model must be a torch.nn.Module returning logits or a fitted skorch "
+        f"NeuralNetClassifier; got {type(model).__name__}."
+    )
+
+
+def _normalize_attributions(attr, normalize, channels_first):
+    """Turn raw attributions of shape (n, *input_shape) into flat maps.
+
+    ``"percentile"`` is the normalisation of Ko & Lim's code (PAIR saliency's
+    ``VisualizeImageGrayscale``): |a| summed over channels, minus the per-image
+    minimum, divided by (99th percentile - minimum), clipped to [0, 1].
+    """
+    if normalize is None:
+        return attr.flatten(1)
+    magnitude = attr.abs()
+    if channels_first:
+        magnitude = magnitude.sum(dim=1)
+    magnitude = magnitude.flatten(1)
+    if normalize == "percentile":
+        vmin = magnitude.amin(dim=1, keepdim=True)
+        # torch.quantile's default linear interpolation is numpy.percentile's.
+        vmax = torch.quantile(magnitude, 0.99, dim=1, keepdim=True)
+    else:  # "max"
+        vmin = torch.zeros_like(magnitude[:, :1])
+        vmax = magnitude.amax(dim=1, keepdim=True)
+    span = vmax - vmin
+    # A constant map (e.g. a zero gradient) has no contrast to normalise: 0.
+    safe_span = torch.where(span > 0, span, torch.ones_like(span))
+    scaled = torch.where(span > 0, (magnitude - vmin) / safe_span, 0.0)
+    return scaled.clamp_(0.0, 1.0)
+
+
+class ExplanationTransformer(TransformerMixin, BaseEstimator):
+    """Explain a trained torch classifier's predictions as saliency maps.
+
+    Each input is explained for the class the model predicts for it, with one
+    of captum's attribution methods. The output row is the predicted class
+    followed by the flattened, normalised attribution map, which is what
+    :class:`ExplanationReconstructionDetector` expects.
+
+    The model is treated as frozen: ``fit`` validates the inputs and records
+    their shape but never trains or modifies the model, and cloning the
+    transformer (as ``GridSearchCV`` does) shares the model instead of copying
+    it, so ``Pipeline(memory=...)`` can cache explanations.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or skorch.NeuralNetClassifier
+        A trained classifier whose forward pass returns logits (a fitted skorch
+        net is unwrapped to its ``module_``). It is put in eval mode while
+        explaining and its modes are restored afterwards.
+
+    method : {"saliency", "input_x_gradient", "integrated_gradients", \
+            "smoothgrad", "guided_backprop", "deeplift"}, default="saliency"
+        The captum attribution method. ``"saliency"`` is the vanilla input
+        gradient used by Ko & Lim; ``"guided_backprop"`` and ``"deeplift"``
+        need the model's non-linearities as ``torch.nn.ReLU`` modules.
+
+    normalize : {"percentile", "max"} or None, default="percentile"
+        ``"percentile"``: the absolute attribution summed over channels, minus
+        its per-input minimum, divided by its 99th percentile minus minimum and
+        clipped to [0, 1] (Ko & Lim's normalisation). ``"max"``: the absolute
+        attribution summed over channels divided by its maximum. ``None``: the
+        raw signed attribution with all channels.
+
+    input_shape : tuple of int, default=None
+        Shape of one input as the model expects it, e.g. ``(1, 28, 28)``, when
+        ``X`` is passed flat as ``(n_samples, n_features)``. ``None``: inputs
+        of ndim > 2 keep their own shape, flat inputs are passed to the model
+        as they are. Images are channels-first ``(C, H, W)``.
+
+    method_params : dict, default=None
+        Extra keyword arguments for captum's ``attribute`` (e.g.
+        ``{"n_steps": 50}`` for integrated gradients, ``{"nt_samples": 20,
+        "stdevs": 0.1}`` for SmoothGrad, ``{"baselines": 0.5}``).
+
+    batch_size : int, default=256
+        Inputs explained per forward/backward pass; bounds the memory used.
+
+    device : str or torch.device, default=None
+        Where to compute: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``
+        (CUDA when available). ``None`` uses the device the model is on. A
+        model on another device is copied there, never moved.
+
+    verbose : int, default=0
+        Show a progress bar over batches when positive.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The module that computes the explanations (the model itself, or its
+        copy on ``device``).
+
+    device_ : torch.device
+        The device used.
+
+    input_shape_ : tuple of int
+        Shape of one input as passed to the model.
+
+    n_features_in_ : int
+        Number of features of one (flattened) input.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    ExplanationReconstructionDetector : Detects adversarial inputs from these maps.
+
+    Notes
+    -----
+    For ``"saliency"``, ``"input_x_gradient"`` and ``"guided_backprop"`` the
+    predicted class and its attribution come from a single forward and
+    backward pass. The other methods need one extra forward pass to fix the
+    target class before attributing.
+
+    References
+    ----------
+    .. [1] H. Ko and G. Lim, "Unsupervised Detection of Adversarial Examples
+       with Model Explanations", AdvML workshop at KDD 2021, arXiv:2107.10480.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from skadv import ExplanationTransformer
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    >>> X = np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32)
+    >>> Xt = ExplanationTransformer(model).fit_transform(X)
+    >>> Xt.shape, Xt.dtype
+    ((5, 65), dtype('float32'))
+    >>> bool(Xt[:, 1:].min() >= 0 and Xt[:, 1:].max() <= 1)
+    True
+    """
+
+    _parameter_constraints = {
+        "model": [object],
+        "method": [StrOptions(set(METHODS))],
+        "normalize": [StrOptions({"percentile", "max"}), None],
+        "input_shape": [tuple, list, None],
+        "method_params": [dict, None],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [str, torch.device, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        model,
+        *,
+        method="saliency",
+        normalize="percentile",
+        input_shape=None,
+        method_params=None,
+        batch_size=256,
+        device=None,
+        verbose=0,
+    ):
+        self.model = model
+        self.method = method
+        self.normalize = normalize
+        self.input_shape = input_shape
+        self.method_params = method_params
+        self.batch_size = batch_size
+        self.device = device
+        self.verbose = verbose
+
+    def __sklearn_clone__(self):
+        # The model is trained and frozen: share it (scikit-learn's clone would
+        # deep-copy a torch module and re-initialise a skorch net), so that
+        # clones hash alike for Pipeline(memory=...) and cost no memory.
+        params = self.get_params(deep=False)
+        model = params.pop("model")
+        cloned = type(self)(
+            model=model, **{k: clone(v, safe=False) for k, v in params.items()}
+        )
+        if hasattr(self, "_sklearn_output_config"):
+            cloned._sklearn_output_config = copy.deepcopy(self._sklearn_output_config)
+        return cloned
+
+    def fit(self, X, y=None):
+        """Validate the model and the inputs; the model is not trained.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Inputs in the model's own input range.
+
+        y : None
+            Ignored; present for API consistency (e.g. +1/-1 labels in a
+            pipeline are passed on to the detector).
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        self._validate_params()
+        module = _unwrap_model(self.model)
+        model_device, _ = _module_device_dtype(module)
+        device = resolve_device(self.device)
+        if device is None or device == model_device:
+            self.module_ = module
+            self.device_ = model_device
+        else:
+            self.module_ = copy.deepcopy(module).to(device)
+            self.device_ = device
+        X, sample_shape = self._validate_input(X, reset=True)
+        if self.input_shape is not None:
+            shape = tuple(int(s) for s in self.input_shape)
+            if int(np.prod(shape)) != X.shape[1]:
+                raise ValueError(
+                    f"input_shape={shape} holds {int(np.prod(shape))} values but "
+                    f"each input in X has {X.shape[1]}."
+                )
+            if sample_shape is not None and sample_shape != shape:
+                raise ValueError(
+                    f"X has inputs of shape {sample_shape} but input_shape={shape}."
+                )
+            self.input_shape_ = shape
+        elif sample_shape is not None:
+            self.input_shape_ = sample_shape
+        else:
+            self.input_shape_ = (X.shape[1],)
+        self._check_model_output(X[:1])
+        return self
+
+    def _check_model_output(self, X_one):
+        """One forward pass, so that a model/input mismatch fails here, clearly."""
+        _, dtype = _module_device_dtype(self.module_)
+        probe = torch.tensor(X_one, dtype=dtype, device=self.device_)
+        try:
+            with torch.no_grad(), _eval_mode(self.module_):
+                logits = self.module_(probe.reshape(-1, *self.input_shape_))
+        except Exception as exc:
+            raise ValueError(
+                f"model failed on inputs of shape {self.input_shape_} "
+                f"({type(exc).__name__}: {exc}). Pass X as (n_samples, C, H, W) "
+                "or set input_shape to the shape one input has for the model."
+            ) from exc
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise ValueError(
+                "model must return logits of shape (n_samples, n_classes); got "
+                f"{getattr(logits, 'shape', type(logits).__name__)}."
+            )
+
+    def _validate_input(self, X, *, reset):
+        """Flatten (n, *shape) inputs and validate them as a 2-D float32 array.
+
+        Returns the validated array and the shape of one input (None for 2-D X).
+        """
+        sample_shape = None
+        if isinstance(X, (list, tuple)):
+            X = np.asarray(X)
+        if getattr(X, "ndim", 2) > 2:
+            X = np.asarray(X)
+            sample_shape = tuple(int(s) for s in X.shape[1:])
+            X = X.reshape(X.shape[0], -1)
+        X = validate_data(self, X, dtype=np.float32, reset=reset)
+        if not reset and sample_shape is not None and sample_shape != self.input_shape_:
+            raise ValueError(
+                f"X has inputs of shape {sample_shape}, but {type(self).__name__} "
+                f"was fitted on inputs of shape {self.input_shape_}."
+            )
+        return X, sample_shape
+
+    @property
+    def _channels_first(self):
+        return len(self.input_shape_) == 3
+
+    def _n_map_features(self):
+        if self.normalize is not None and self._channels_first:
+            return int(np.prod(self.input_shape_[1:]))
+        return int(np.prod(self.input_shape_))
+
+    def transform(self, X):
+        """Explain each input for its predicted class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Inputs in the model's own input range.
+
+        Returns
+        -------
+        Xt : ndarray of shape (n_samples, 1 + n_map_features), dtype float32
+            Column 0 holds the predicted class, the other columns the flattened
+            attribution map (``H * W`` values for normalised image maps).
+        """
+        check_is_fitted(self)
+        X, _ = self._validate_input(X, reset=False)
+        n_samples = X.shape[0]
+        out = np.empty((n_samples, 1 + self._n_map_features()), dtype=np.float32)
+        _, dtype = _module_device_dtype(self.module_)
+        params = {
+            **_DEFAULT_METHOD_PARAMS.get(self.method, {}),
+            **(self.method_params or {}),
+        }
+        starts = range(0, n_samples, self.batch_size)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="explaining", unit="batch")
+        with _eval_mode(self.module_), warnings.catch_warnings():
+            # captum announces, on every call, the hooks it sets and removes.
+            warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            for start in starts:
+                stop = min(start + self.batch_size, n_samples)
+                # torch.tensor copies: read-only inputs stay untouched.
+                batch = torch.tensor(X[start:stop], dtype=dtype, device=self.device_)
+                batch = batch.reshape(stop - start, *self.input_shape_)
+                batch.requires_grad_()
+                predicted, attr = self._attribute(batch, params)
+                maps = _normalize_attributions(
+                    attr.detach(), self.normalize, self._channels_first
+                )
+                out[start:stop, 0] = predicted.cpu().numpy()
+                out[start:stop, 1:] = maps.cpu().numpy()
+        return out
+
+    def _attribute(self, batch, params):
+        import captum.attr as ca
+
+        method = self.method
+        if method in _SINGLE_PASS_METHODS:
+            scalar = _PredictedClassLogit(self.module_)
+            if method == "saliency":
+                attr = ca.Saliency(scalar).attribute(batch, **params)
+            elif method == "input_x_gradient":
+                attr = ca.InputXGradient(scalar).attribute(batch, **params)
+            else:
+                attr = ca.GuidedBackprop(scalar).attribute(batch, **params)
+            return scalar.predicted, attr
+        with torch.no_grad():
+            predicted = self.module_(batch).argmax(dim=1)
+        if method == "integrated_gradients":
+            explainer = ca.IntegratedGradients(self.module_)
+        elif method == "deeplift":
+            explainer = ca.DeepLift(self.module_)
+        else:  # smoothgrad
+            explainer = ca.NoiseTunnel(ca.Saliency(self.module_))
+            params = {"nt_type": "smoothgrad", **params}
+        return predicted, explainer.attribute(batch, target=predicted, **params)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only validated against the names seen in ``fit``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``"predicted_class"``, then ``"explanation0"``, ``"explanation1"``...
+        """
+        check_is_fitted(self)
+        _check_feature_names_in(self, input_features, generate_names=False)
+        names = ["predicted_class"] + [
+            f"explanation{i}" for i in range(self._n_map_features())
+        ]
+        return np.asarray(names, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.input_tags.allow_nan = False
+        return tags
