@@ -11,14 +11,14 @@ The two estimators follow scikit-learn's API:
 
 __version__ = "0.1.0.dev0"
 
-from skadv._autoencoder import (  # noqa: E402
+from skadv._autoencoder import (
     ConvAutoencoder,
     MLPAutoencoder,
     make_reconstructor,
 )
-from skadv._classifier import DetectorClassifier  # noqa: E402
-from skadv._detector import ExplanationReconstructionDetector  # noqa: E402
-from skadv._explain import ExplanationTransformer  # noqa: E402
+from skadv._classifier import DetectorClassifier
+from skadv._detector import ExplanationReconstructionDetector
+from skadv._explain import ExplanationTransformer
 
 __all__ = [
     "ConvAutoencoder",

@@ -10,7 +10,8 @@ from sklearn.utils.validation import check_is_fitted
 class DetectorClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     """Wrap an adversarial-input detector as a binary classifier of +1/-1 labels.
 
-    scikit-learn's threshold tuners (:class:`~sklearn.model_selection.TunedThresholdClassifierCV`,
+    scikit-learn's threshold tuners
+    (:class:`~sklearn.model_selection.TunedThresholdClassifierCV`,
     :class:`~sklearn.model_selection.FixedThresholdClassifier`) accept binary
     classifiers only. This wrapper gives a detector (or a pipeline ending in
     one) ``classes_ = [-1, 1]``, so its ``decision_function`` (positive means

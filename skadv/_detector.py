@@ -304,7 +304,8 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self.class_labels_ = labels[own]
         self.fallback_classes_ = labels[~own]
         tasks = [
-            (maps[classes == c], int(s)) for c, s in zip(labels[own], seeds[:-1][own])
+            (maps[classes == c], int(s))
+            for c, s in zip(labels[own], seeds[:-1][own], strict=True)
         ]
         needs_shared = (
             classes is None
@@ -329,7 +330,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self.offset_ = np.array(
             [
                 np.percentile(-self._errors(net, Xc), q)
-                for net, (Xc, _) in zip(self.reconstructors_, tasks)
+                for net, (Xc, _) in zip(self.reconstructors_, tasks, strict=True)
             ]
         )
         return self
