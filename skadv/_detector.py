@@ -17,7 +17,7 @@ from sklearn.utils.validation import (
 )
 
 from skadv._autoencoder import make_reconstructor
-from skadv._torch_utils import resolve_device, torch_seed
+from skadv._torch_utils import resolve_device, torch_seed, torch_threads
 
 METRICS = ("top_half_l1", "mse")
 
@@ -72,7 +72,7 @@ def _fit_reconstructor(template, X, seed, device):
         net.set_params(module__n_features=X.shape[1])
     if device is not None:
         net.set_params(device=device)
-    with torch_seed(seed):
+    with torch_seed(seed), torch_threads(1):
         net.fit(X, X)
     return net
 
@@ -133,7 +133,9 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         ``contamination`` changed (as in ``GridSearchCV``) reuses them.
 
     n_jobs : int, default=None
-        Number of autoencoders trained in parallel through joblib; any joblib
+        Number of autoencoders trained in parallel through joblib (each one
+        trains on a single torch thread: they are too small to gain from
+        more, and parallelism across classes scales better); any joblib
         backend works (``joblib.parallel_config(backend="dask")`` on a
         cluster). ``None`` means 1 unless in a ``joblib.parallel_config``
         context; -1 means all processors.
@@ -250,7 +252,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             )
         column = X[:, self.class_column]
         if not np.array_equal(column, np.round(column)):
-            bad = column[column != np.round(column)][0]
+            bad = float(column[column != np.round(column)][0])
             raise ValueError(
                 f"class_column={self.class_column} must hold integer class labels "
                 f"(the predicted class that ExplanationTransformer writes in column "
@@ -336,7 +338,11 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         return self
 
     def _errors(self, net, maps):
-        return reconstruction_errors(maps, net.predict(maps), self.metric)
+        # skorch's data loader draws a seed from torch's global generator even
+        # without shuffling: keep scoring from moving the caller's random stream.
+        with torch.random.fork_rng(devices=[]):
+            reconstructed = net.predict(maps)
+        return reconstruction_errors(maps, reconstructed, self.metric)
 
     def _route(self, classes):
         """Index into ``reconstructors_`` of each row's autoencoder."""

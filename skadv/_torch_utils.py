@@ -63,3 +63,19 @@ def torch_seed(seed):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Run the block with ``n_threads`` torch intra-op threads, then restore.
+
+    Small networks gain nothing from intra-op threads, and when every core is
+    busy (joblib workers, other processes) OpenMP's spinning threads make them
+    many times slower: one thread per job, and parallelism across jobs.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

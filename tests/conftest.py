@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    """Tests may seed torch; give every test the same global RNG state back."""
+    state = torch.random.get_rng_state()
+    yield
+    torch.random.set_rng_state(state)
+
+
+def make_maps(n_per_class=60, n_classes=3, n_features=16, seed=0):
+    """Benign-looking maps: each class a fixed pattern plus a little noise.
+
+    Returns rows laid out as ExplanationTransformer writes them (class column
+    first) and odd rows whose maps are uniform noise, which no autoencoder of
+    the patterns reconstructs well.
+    """
+    rng = np.random.default_rng(seed)
+    patterns = rng.random((n_classes, n_features))
+    classes = np.repeat(np.arange(n_classes), n_per_class)
+    maps = patterns[classes] + 0.05 * rng.standard_normal((classes.size, n_features))
+    benign = np.column_stack([classes, np.clip(maps, 0, 1)]).astype(np.float32)
+    odd_classes = np.tile(np.arange(n_classes), 10)
+    odd = np.column_stack([odd_classes, rng.random((odd_classes.size, n_features))])
+    return benign, odd.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def maps():
+    return make_maps()
