@@ -3,6 +3,12 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    # The test models are tiny: torch's intra-op threads only add overhead, and
+    # when the cores are shared they make training many times slower.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_rng():
     """Tests may seed torch; give every test the same global RNG state back."""
