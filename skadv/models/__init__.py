@@ -1,0 +1,20 @@
+"""Torch classifiers and seeded skorch wrappers to train them.
+
+The modules return logits and use :class:`torch.nn.ReLU` modules, so captum's
+gradient-based explanations (guided backpropagation, DeepLift) can hook them.
+"""
+
+from skadv.models._classifier import (
+    make_classifier,
+    make_digits_classifier,
+    make_mnist_classifier,
+)
+from skadv.models._cnn import DigitsCNN, MnistCNN
+
+__all__ = [
+    "DigitsCNN",
+    "MnistCNN",
+    "make_classifier",
+    "make_digits_classifier",
+    "make_mnist_classifier",
+]
