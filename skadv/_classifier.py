@@ -19,7 +19,10 @@ class DetectorClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     An already fitted detector is used as it is (no refit), so the threshold
     of a deployed detector can be tuned on a labelled calibration set with
-    ``cv="prefit", refit=False``; ``fit`` fits a clone otherwise.
+    ``TunedThresholdClassifierCV(..., cv="prefit", refit=False)``, or set with
+    ``FixedThresholdClassifier(FrozenEstimator(DetectorClassifier(detector)))``
+    (``FixedThresholdClassifier.fit`` would otherwise refit a clone); ``fit``
+    fits a clone of the detector.
 
     Parameters
     ----------
@@ -40,13 +43,15 @@ class DetectorClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
+    >>> from sklearn.frozen import FrozenEstimator
     >>> from sklearn.model_selection import FixedThresholdClassifier
     >>> from skadv import DetectorClassifier, ExplanationReconstructionDetector
     >>> rng = np.random.default_rng(0)
     >>> X = np.column_stack([np.zeros(100), rng.random((100, 8)) * 0.2])
     >>> detector = ExplanationReconstructionDetector(random_state=0).fit(X)
-    >>> strict = FixedThresholdClassifier(DetectorClassifier(detector), threshold=-1.0)
-    >>> strict.fit(X, np.ones(100)).predict(X[:3])  # almost nothing is flagged now
+    >>> wrapped = FrozenEstimator(DetectorClassifier(detector))
+    >>> lenient = FixedThresholdClassifier(wrapped, threshold=-1.0).fit(X, np.ones(100))
+    >>> lenient.predict(X[:3])  # a lower threshold flags nothing here
     array([1, 1, 1])
     """
 

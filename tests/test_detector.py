@@ -4,11 +4,11 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from skorch.callbacks import Callback
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, TunedThresholdClassifierCV
 from sklearn.utils._param_validation import InvalidParameterError
+from skorch.callbacks import Callback
 
 from skadv import (
     ConvAutoencoder,
