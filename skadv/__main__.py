@@ -1,0 +1,5 @@
+import sys
+
+from skadv._cli import main
+
+sys.exit(main())
