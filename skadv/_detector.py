@@ -2,6 +2,7 @@
 
 import inspect
 import numbers
+import threading
 
 import numpy as np
 import torch
@@ -9,36 +10,13 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import (
-    check_is_fitted,
-    check_memory,
-    column_or_1d,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from skadv._autoencoder import make_reconstructor
 from skadv._torch_utils import resolve_device, torch_seed, torch_threads
+from skadv._validation import check_detection_labels
 
 METRICS = ("top_half_l1", "mse")
-
-
-def check_detection_labels(y, n_samples):
-    """Validate +1 (benign) / -1 (adversarial) labels; return a boolean benign mask."""
-    y = column_or_1d(y, warn=True)
-    if y.shape[0] != n_samples:
-        raise ValueError(
-            f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match."
-        )
-    if y.dtype.kind not in "iuf" or not np.isin(y, (-1, 1)).all():
-        found = (
-            np.unique(y).tolist() if y.dtype.kind != "O" else sorted(set(y), key=str)
-        )
-        raise ValueError(
-            "y must label each row +1 (benign) or -1 (adversarial), scikit-learn's "
-            f"outlier convention; got labels {found[:10]}. Labels such as 0/1 are "
-            "ambiguous and are not guessed: map them to +1/-1 first."
-        )
-    return y == 1
 
 
 def reconstruction_errors(X, X_reconstructed, metric="top_half_l1"):
@@ -55,12 +33,18 @@ def reconstruction_errors(X, X_reconstructed, metric="top_half_l1"):
     return np.where(diff > median, diff, 0.0).sum(axis=1) / diff.shape[1]
 
 
-def _fit_reconstructor(template, X, seed, device):
+# Weight initialisation draws from torch's global generator: seeding it must
+# not interleave between threads (joblib's threading backend, dask workers).
+_INIT_LOCK = threading.Lock()
+
+
+def _fit_reconstructor(template, X, seed, device, verbose):
     """Fit a clone of ``template`` to reconstruct ``X``.
 
     Module-level so that joblib can send it to workers and
-    ``joblib.Memory`` can cache it: the threshold (``contamination``) is not
-    an argument, so changing it alone never retrains.
+    ``joblib.Memory`` can cache it: the threshold (``contamination``) and
+    ``verbose`` are not part of the cache key, so changing them alone never
+    retrains.
     """
     net = clone(template)
     module = net.module
@@ -72,8 +56,16 @@ def _fit_reconstructor(template, X, seed, device):
         net.set_params(module__n_features=X.shape[1])
     if device is not None:
         net.set_params(device=device)
-    with torch_seed(seed), torch_threads(1):
-        net.fit(X, X)
+    if verbose >= 2:
+        net.set_params(verbose=1)
+    if seed is not None:
+        # Shuffling gets a generator of its own: training then never touches
+        # the global generator, so concurrent jobs cannot disturb each other.
+        net.set_params(iterator_train__generator=torch.Generator().manual_seed(seed))
+    with _INIT_LOCK, torch_seed(seed):
+        net.initialize()
+    with torch_threads(1):
+        net.partial_fit(X, X)
     return net
 
 
@@ -96,12 +88,15 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
     Parameters
     ----------
     reconstructor : skorch.NeuralNetRegressor, default=None
-        Template of the autoencoder net, cloned and fitted once per class. Its
-        module maps flat maps to flat reconstructions; when the module class
-        takes an ``n_features`` argument that the net does not set, it is set
-        to the width of the maps. ``None``: ``make_reconstructor()``, Ko &
-        Lim's 64-unit MLP (Adam, lr 1e-3, MSE, 10 epochs, batch 32). Tune
-        nested parameters as usual, e.g. ``reconstructor__module__hidden``.
+        Template of the autoencoder net (a skorch net), cloned and fitted once
+        per class. Its module maps flat maps to flat reconstructions; when the
+        module class takes an ``n_features`` argument that the net does not
+        set, it is set to the width of the maps. ``None``:
+        ``make_reconstructor()``, Ko & Lim's 64-unit MLP (Adam, lr 1e-3, MSE,
+        10 epochs, batch 32) with a sigmoid output, which suits maps in [0, 1]
+        (not the signed maps of ``normalize=None``). To tune nested parameters
+        such as ``reconstructor__module__hidden``, pass
+        ``make_reconstructor()`` explicitly.
 
     contamination : float in (0, 0.5], default=0.05
         Target false-positive rate on the benign training rows: each class's
@@ -130,15 +125,19 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
 
     memory : str or joblib.Memory, default=None
         Caches the fitted autoencoders: refitting on the same data with only
-        ``contamination`` changed (as in ``GridSearchCV``) reuses them.
+        ``contamination`` (or ``verbose``) changed, as in ``GridSearchCV``,
+        reuses them. The seeds are part of the cache key: with
+        ``random_state=None`` every fit draws new seeds and never hits.
 
     n_jobs : int, default=None
-        Number of autoencoders trained in parallel through joblib (each one
+        Number of autoencoders trained in parallel through joblib. Each one
         trains on a single torch thread: they are too small to gain from
-        more, and parallelism across classes scales better); any joblib
-        backend works (``joblib.parallel_config(backend="dask")`` on a
-        cluster). ``None`` means 1 unless in a ``joblib.parallel_config``
-        context; -1 means all processors.
+        more, parallelism across classes scales better, and results then do
+        not depend on ``n_jobs``. Any joblib backend works
+        (``joblib.parallel_config(backend="dask")`` on a cluster); with thread
+        backends, a module that draws random numbers while training (dropout)
+        is not reproducible. ``None`` means 1 unless in a
+        ``joblib.parallel_config`` context; -1 means all processors.
 
     device : str or torch.device, default=None
         Device for the autoencoders (``"cpu"``, ``"cuda"``, ``"auto"``).
@@ -159,12 +158,18 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         Classes with an autoencoder of their own (empty when ``class_column``
         is None).
 
-    fallback_classes_ : ndarray
-        Classes seen at fit time with fewer than ``min_class_size`` benign rows.
+    fallback_classes_ : ndarray of shape (n_small_classes,)
+        Classes seen at fit time with fewer than ``min_class_size`` benign rows;
+        they are scored by the shared fallback autoencoder.
 
     reconstructors_ : list of skorch.NeuralNetRegressor
-        Fitted autoencoders, aligned with ``class_labels_``; a shared one
-        (single or fallback), if any, comes last.
+        Fitted autoencoders, aligned with ``class_labels_``; the shared one
+        (the only one when ``class_column`` is None, else the fallback), if
+        trained, comes last.
+
+    fallback_index_ : int or None
+        Index of the shared autoencoder in ``reconstructors_``, None when none
+        was trained.
 
     offset_ : ndarray of shape (n_reconstructors,)
         Threshold of each autoencoder on :meth:`score_samples`, aligned with
@@ -201,7 +206,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "reconstructor": [HasMethods(["fit", "predict"]), None],
+        "reconstructor": [HasMethods(["initialize", "partial_fit", "predict"]), None],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "class_column": [Interval(numbers.Integral, 0, None, closed="left"), None],
         "metric": [StrOptions(set(METRICS))],
@@ -245,7 +250,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         """Split validated rows into (class labels or None, flat maps)."""
         if self.class_column is None:
             return None, X
-        if self.class_column >= X.shape[1] - 1:
+        if self.class_column >= X.shape[1] or X.shape[1] < 2:
             raise ValueError(
                 f"class_column={self.class_column} is out of range for X with "
                 f"{X.shape[1]} columns (one class column plus at least one map value)."
@@ -290,8 +295,6 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         template = (
             make_reconstructor() if self.reconstructor is None else self.reconstructor
         )
-        if self.verbose >= 2:
-            template = clone(template).set_params(verbose=1)
         device = resolve_device(self.device)
         rng = check_random_state(self.random_state)
 
@@ -314,17 +317,23 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             or self.fallback_classes_.size > 0
             or self.unseen_class == "fallback"
         )
+        self.fallback_index_ = len(tasks) if needs_shared else None
         if needs_shared:
             tasks.append((maps, int(seeds[-1])))
 
-        fit_one = check_memory(self.memory).cache(_fit_reconstructor)
-        jobs = (delayed(fit_one)(template, Xc, seed, device) for Xc, seed in tasks)
+        memory = check_memory(self.memory)
+        fit_one = memory.cache(_fit_reconstructor, ignore=["verbose"])
+        jobs = (
+            delayed(fit_one)(template, Xc, seed, device, self.verbose)
+            for Xc, seed in tasks
+        )
         results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
         if self.verbose:
             from tqdm.auto import tqdm
 
             results = tqdm(results, total=len(tasks), desc="autoencoders")
         self.reconstructors_ = list(results)
+        self._fitted_with = (self.metric, self.class_column)
 
         # Thresholds from each autoencoder's own benign training rows; the
         # shared one is calibrated on every benign row it was trained on.
@@ -342,36 +351,56 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         # without shuffling: keep scoring from moving the caller's random stream.
         with torch.random.fork_rng(devices=[]):
             reconstructed = net.predict(maps)
+        if not np.isfinite(reconstructed).all():
+            raise ValueError(
+                "An autoencoder returned non-finite reconstructions (NaN or inf): "
+                "its training diverged. Lower the reconstructor's lr or check its "
+                "module."
+            )
         return reconstruction_errors(maps, reconstructed, self.metric)
 
     def _route(self, classes):
         """Index into ``reconstructors_`` of each row's autoencoder."""
         labels = self.class_labels_
         index = np.searchsorted(labels, classes)
-        index_clipped = np.minimum(index, max(labels.size - 1, 0))
-        has_own = (labels.size > 0) & (labels[index_clipped] == classes)
-        shared = len(self.reconstructors_) - 1
-        if not has_own.all():
-            others = classes[~has_own]
-            unseen = np.setdiff1d(others, self.fallback_classes_)
-            if unseen.size and self.unseen_class == "error":
-                raise ValueError(
-                    f"X has rows of classes {unseen.tolist()[:10]} that had no benign "
-                    "row at fit time. Refit with these classes in the benign data, or "
-                    "with unseen_class='fallback' to score them with the shared "
-                    "fallback autoencoder."
-                )
-        return np.where(has_own, index_clipped, shared)
+        has_own = np.zeros(classes.shape, dtype=bool)
+        inside = index < labels.size
+        has_own[inside] = labels[index[inside]] == classes[inside]
+        if has_own.all():
+            return index
+        others = classes[~has_own]
+        unseen = np.setdiff1d(others, self.fallback_classes_)
+        if unseen.size and self.unseen_class == "error":
+            raise ValueError(
+                f"X has rows of classes {unseen.tolist()[:10]} that had no benign "
+                "row at fit time. Refit with these classes in the benign data, or "
+                "with unseen_class='fallback' to score them with the shared "
+                "fallback autoencoder."
+            )
+        if self.fallback_index_ is None:
+            raise ValueError(
+                f"X has rows of classes {unseen.tolist()[:10]} that had no benign "
+                "row at fit time, and no fallback autoencoder was trained "
+                "(unseen_class was 'error' at fit time): refit with "
+                "unseen_class='fallback'."
+            )
+        return np.where(has_own, index, self.fallback_index_)
 
     def _scores_and_route(self, X):
         check_is_fitted(self)
+        if (self.metric, self.class_column) != self._fitted_with:
+            raise ValueError(
+                "metric or class_column changed since fit (fitted with "
+                f"metric={self._fitted_with[0]!r}, "
+                f"class_column={self._fitted_with[1]!r}); the thresholds belong to "
+                "the fitted values: refit the detector."
+            )
         X = validate_data(self, X, dtype=np.float32, reset=False)
         classes, maps = self._split(X)
         if classes is None:
-            return self._errors(self.reconstructors_[0], maps), np.zeros(
-                X.shape[0], dtype=np.intp
-            )
-        route = self._route(classes)
+            route = np.zeros(X.shape[0], dtype=np.intp)
+        else:
+            route = self._route(classes)
         errors = np.empty(X.shape[0], dtype=np.float64)
         for i in np.unique(route):
             rows = route == i
@@ -438,8 +467,3 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             +1 benign, -1 adversarial.
         """
         return np.where(self.decision_function(X) < 0, -1, 1)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags

@@ -2,12 +2,15 @@
 
 import contextlib
 import copy
+import io
 import numbers
+import threading
 import warnings
+import weakref
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
@@ -59,16 +62,35 @@ class _PredictedClassLogit(torch.nn.Module):
         return logits.gather(1, predicted[:, None]).squeeze(1)
 
 
+# The model is shared (clones, threads serving requests): explaining flips its
+# modes and, for some methods, hooks its ReLUs, so one explanation at a time.
+_MODULE_LOCKS = weakref.WeakKeyDictionary()
+_MODULE_LOCKS_GUARD = threading.Lock()
+
+
+def _module_lock(module):
+    with _MODULE_LOCKS_GUARD:
+        lock = _MODULE_LOCKS.get(module)
+        if lock is None:
+            lock = _MODULE_LOCKS[module] = threading.RLock()
+        return lock
+
+
 @contextlib.contextmanager
 def _eval_mode(module):
-    """Put ``module`` in eval mode and restore every submodule's flag after."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
+    """Hold ``module``'s lock in eval mode; restore every submodule's flag after."""
+    with _module_lock(module):
+        flags = [(m, m.training) for m in module.modules()]
+        module.eval()
+        try:
+            yield
+        finally:
+            for m, training in flags:
+                m.training = training
+
+
+def _on_cuda(module):
+    return any(t.is_cuda for t in module.state_dict().values())
 
 
 def _module_device_dtype(module):
@@ -105,6 +127,7 @@ def _normalize_attributions(attr, normalize, channels_first):
     ``VisualizeImageGrayscale``): |a| summed over channels, minus the per-image
     minimum, divided by (99th percentile - minimum), clipped to [0, 1].
     """
+    attr = attr.float()  # quantile needs float32/64; half models give half grads
     if normalize is None:
         return attr.flatten(1)
     magnitude = attr.abs()
@@ -119,6 +142,10 @@ def _normalize_attributions(attr, normalize, channels_first):
         vmin = torch.zeros_like(magnitude[:, :1])
         vmax = magnitude.amax(dim=1, keepdim=True)
     span = vmax - vmin
+    if normalize == "percentile":
+        # A sparse map (over 99% of values at the minimum) has a zero
+        # percentile span, where PAIR's code divides by zero: use the range.
+        span = torch.where(span > 0, span, magnitude.amax(dim=1, keepdim=True) - vmin)
     # A constant map (e.g. a zero gradient) has no contrast to normalise: 0.
     safe_span = torch.where(span > 0, span, torch.ones_like(span))
     scaled = torch.where(span > 0, (magnitude - vmin) / safe_span, 0.0)
@@ -142,8 +169,11 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
     ----------
     model : torch.nn.Module or skorch.NeuralNetClassifier
         A trained classifier whose forward pass returns logits (a fitted skorch
-        net is unwrapped to its ``module_``). It is put in eval mode while
-        explaining and its modes are restored afterwards.
+        net is unwrapped to its ``module_``; with skorch's default ``NLLLoss``
+        the module returns probabilities, and the maps explain those). It is
+        put in eval mode while explaining, one explanation at a time, and its
+        modes are restored afterwards. Its own parameters are not exposed
+        through ``get_params``.
 
     method : {"saliency", "input_x_gradient", "integrated_gradients", \
             "smoothgrad", "guided_backprop", "deeplift"}, default="saliency"
@@ -167,10 +197,15 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
     method_params : dict, default=None
         Extra keyword arguments for captum's ``attribute`` (e.g.
         ``{"n_steps": 50}`` for integrated gradients, ``{"nt_samples": 20,
-        "stdevs": 0.1}`` for SmoothGrad, ``{"baselines": 0.5}``).
+        "stdevs": 0.1}`` for SmoothGrad, ``{"baselines": 0.5}``). Defaults
+        that differ from captum's: integrated gradients ``n_steps=32``;
+        SmoothGrad ``nt_samples=10, stdevs=0.15`` (an absolute noise level that
+        suits inputs in [0, 1]).
 
     batch_size : int, default=256
-        Inputs explained per forward/backward pass; bounds the memory used.
+        Inputs explained per forward/backward pass; bounds the memory used
+        (integrated gradients and SmoothGrad pass their perturbed copies in
+        chunks of about this many inputs too).
 
     device : str or torch.device, default=None
         Where to compute: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``
@@ -273,6 +308,84 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
             cloned._sklearn_output_config = copy.deepcopy(self._sklearn_output_config)
         return cloned
 
+    def get_params(self, deep=True):
+        """Get the parameters of this transformer.
+
+        The model's own parameters are never listed (``deep`` is ignored for
+        it): the model is trained and frozen, and clones share it, so setting
+        ``model__lr`` on one would change every clone's and the user's model.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        return super().get_params(deep=False)
+
+    def set_params(self, **params):
+        """Set the parameters of this transformer.
+
+        Parameters
+        ----------
+        **params : dict
+            Transformer parameters. The model's own parameters (``model__*``)
+            are refused: the model is frozen and shared by clones.
+
+        Returns
+        -------
+        self : ExplanationTransformer
+            This transformer.
+        """
+        nested = sorted(k for k in params if k.startswith("model__"))
+        if nested:
+            raise ValueError(
+                f"Invalid parameter {nested[0]!r}: ExplanationTransformer treats its "
+                "model as trained and frozen (clones share it), so its parameters "
+                "cannot be set through the transformer; pass another model instead."
+            )
+        return super().set_params(**params)
+
+    def __getstate__(self):
+        # A copy: BaseEstimator.__getstate__ may return the live __dict__.
+        state = dict(super().__getstate__())
+        on_cuda = {
+            k: state.pop(k)
+            for k in ("model", "module_")
+            if isinstance(state.get(k), torch.nn.Module) and _on_cuda(state[k])
+        }
+        if on_cuda:
+            # As skorch does for its nets: keep CUDA tensors in a torch.save
+            # blob so that a CPU-only machine can map them to the CPU on load.
+            buffer = io.BytesIO()
+            torch.save(on_cuda, buffer)
+            state["_cuda_modules"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state):
+        blob = state.pop("_cuda_modules", None)
+        if blob is not None:
+            cuda = torch.cuda.is_available()
+            location = None if cuda else "cpu"
+            modules = torch.load(
+                io.BytesIO(blob), map_location=location, weights_only=False
+            )
+            state.update(modules)
+            if not cuda and "device_" in state:
+                warnings.warn(
+                    "This ExplanationTransformer was pickled with a model on CUDA, "
+                    "which is not available here: the model was loaded on the CPU.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                state["device_"] = torch.device("cpu")
+        super().__setstate__(state)
+
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Validate the model and the inputs; the model is not trained.
 
@@ -290,7 +403,6 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
-        self._validate_params()
         module = _unwrap_model(self.model)
         model_device, _ = _module_device_dtype(module)
         device = resolve_device(self.device)
@@ -429,13 +541,18 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
             return scalar.predicted, attr
         with torch.no_grad():
             predicted = self.module_(batch).argmax(dim=1)
+        # Both methods run the model on many perturbed copies of the batch:
+        # chunk them so that a pass holds about batch_size inputs.
         if method == "integrated_gradients":
             explainer = ca.IntegratedGradients(self.module_)
+            params = {"internal_batch_size": self.batch_size, **params}
         elif method == "deeplift":
             explainer = ca.DeepLift(self.module_)
         else:  # smoothgrad
             explainer = ca.NoiseTunnel(ca.Saliency(self.module_))
-            params = {"nt_type": "smoothgrad", **params}
+            per_pass = max(1, self.batch_size // len(batch))
+            defaults = {"nt_type": "smoothgrad", "nt_samples_batch_size": per_pass}
+            params = {**defaults, **params}
         return predicted, explainer.attribute(batch, target=predicted, **params)
 
     def get_feature_names_out(self, input_features=None):
@@ -461,5 +578,4 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]
-        tags.input_tags.allow_nan = False
         return tags

@@ -3,6 +3,7 @@ effects, and device resolution."""
 
 import contextlib
 import numbers
+import threading
 
 import numpy as np
 import torch
@@ -31,6 +32,10 @@ def resolve_device(device):
             f"device={device!r} was requested but CUDA is not available on this "
             "machine; use device='cpu' or device='auto'."
         )
+    if resolved.type == "cuda" and resolved.index is None:
+        # "cuda" means the current device: make it comparable with a module's
+        # parameter device, which always carries an index.
+        resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 
@@ -65,17 +70,30 @@ def torch_seed(seed):
         yield
 
 
+_THREADS_LOCK = threading.Lock()
+_threads_state = {"depth": 0, "previous": None}
+
+
 @contextlib.contextmanager
 def torch_threads(n_threads):
     """Run the block with ``n_threads`` torch intra-op threads, then restore.
 
     Small networks gain nothing from intra-op threads, and when every core is
     busy (joblib workers, other processes) OpenMP's spinning threads make them
-    many times slower: one thread per job, and parallelism across jobs.
+    many times slower: one thread per job, and parallelism across jobs. The
+    setting is process-wide, so concurrent blocks (joblib's threading backend,
+    dask worker threads) share it: the first one in saves the caller's value
+    and the last one out restores it.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
+    with _THREADS_LOCK:
+        if _threads_state["depth"] == 0:
+            _threads_state["previous"] = torch.get_num_threads()
+            torch.set_num_threads(n_threads)
+        _threads_state["depth"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _THREADS_LOCK:
+            _threads_state["depth"] -= 1
+            if _threads_state["depth"] == 0:
+                torch.set_num_threads(_threads_state["previous"])

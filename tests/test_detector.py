@@ -295,3 +295,117 @@ def test_joblib_round_trip_gives_identical_scores(maps, fitted, tmp_path):
 
 def test_clone_is_unfitted(fitted):
     assert not hasattr(clone(fitted), "reconstructors_")
+
+
+def test_diverged_autoencoder_is_an_error_not_a_benign_verdict(maps):
+    benign, _ = maps
+    net = make_reconstructor(optimizer=torch.optim.SGD, lr=float("inf"), max_epochs=1)
+    with pytest.raises(ValueError, match="returned non-finite reconstructions"):
+        detector(reconstructor=net).fit(benign)
+
+
+def test_every_class_too_small_uses_the_fallback(maps):
+    benign, _ = maps
+    tiny = benign[[0, 1, 60, 61, 120]]
+    det = detector(min_class_size=10).fit(tiny)
+    assert det.class_labels_.size == 0 and det.fallback_index_ == 0
+    np.testing.assert_array_equal(det.fallback_classes_, [0, 1, 2])
+    assert np.isfinite(det.decision_function(tiny)).all()
+    one_row = detector().fit(benign[:1])
+    assert one_row.predict(benign[:1]).shape == (1,)
+
+
+@pytest.mark.parametrize("position", [5, 16])
+def test_class_column_anywhere(maps, position):
+    benign, odd = maps
+    move = lambda X: np.insert(X[:, 1:], position, X[:, 0], axis=1)  # noqa: E731
+    first = detector().fit(benign).decision_function(odd)
+    elsewhere = detector(class_column=position).fit(move(benign))
+    np.testing.assert_array_equal(elsewhere.decision_function(move(odd)), first)
+
+
+def test_negative_and_large_class_labels(maps):
+    benign, odd = maps
+    relabel = np.array([-3, 7, 1000], dtype=np.float32)
+    X, Xo = benign.copy(), odd.copy()
+    X[:, 0], Xo[:, 0] = (
+        relabel[benign[:, 0].astype(int)],
+        relabel[odd[:, 0].astype(int)],
+    )
+    det = detector().fit(X)
+    np.testing.assert_array_equal(det.class_labels_, [-3, 7, 1000])
+    np.testing.assert_array_equal(
+        det.decision_function(Xo), detector().fit(benign).decision_function(odd)
+    )
+
+
+def test_parameters_that_shape_the_fit_cannot_change_silently(maps, fitted):
+    benign, _ = maps
+    changed = clone(fitted).set_params(metric="mse")
+    changed.__dict__.update(
+        {k: v for k, v in fitted.__dict__.items() if k.endswith("_") or k[0] == "_"}
+    )
+    with pytest.raises(ValueError, match="metric or class_column changed since fit"):
+        changed.predict(benign)
+    lenient_now = detector().fit(benign).set_params(unseen_class="fallback")
+    X = benign[:3].copy()
+    X[:, 0] = 9
+    with pytest.raises(ValueError, match="no fallback autoencoder was trained"):
+        lenient_now.predict(X)
+
+
+def test_memory_ignores_verbose(maps, tmp_path, capsys):
+    benign, _ = maps
+    net = make_reconstructor(**FAST, callbacks=[CountFits()])
+    CountFits.count = 0
+    detector(reconstructor=net, memory=str(tmp_path)).fit(benign)
+    detector(reconstructor=net, memory=str(tmp_path), verbose=2).fit(benign)
+    assert CountFits.count == 3
+
+
+def test_thread_backend_is_reproducible_and_restores_torch_threads(maps):
+    from joblib import parallel_config
+
+    benign, odd = maps
+    threads = torch.get_num_threads()
+    reference = detector().fit(benign).decision_function(odd)
+    with parallel_config(backend="threading", n_jobs=3):
+        threaded = detector().fit(benign).decision_function(odd)
+    np.testing.assert_array_equal(threaded, reference)
+    assert torch.get_num_threads() == threads
+
+
+def test_pandas_input(maps):
+    pd = pytest.importorskip("pandas")
+    benign, odd = maps
+    columns = ["predicted_class"] + [f"explanation{i}" for i in range(16)]
+    det = detector().fit(pd.DataFrame(benign, columns=columns))
+    np.testing.assert_array_equal(det.feature_names_in_, columns)
+    np.testing.assert_array_equal(
+        det.decision_function(pd.DataFrame(odd, columns=columns)),
+        detector().fit(benign).decision_function(odd),
+    )
+
+
+def test_object_labels_with_the_right_values_are_accepted(maps):
+    benign, odd = maps
+    X = np.vstack([benign, odd])
+    y = np.r_[np.ones(len(benign)), -np.ones(len(odd))].astype(object)
+    np.testing.assert_array_equal(
+        detector().fit(X, y).decision_function(odd),
+        detector().fit(benign).decision_function(odd),
+    )
+
+
+def test_reconstructor_must_be_a_skorch_net(maps):
+    from sklearn.neural_network import MLPRegressor
+
+    benign, _ = maps
+    with pytest.raises(InvalidParameterError, match="The 'reconstructor' parameter"):
+        detector(reconstructor=MLPRegressor()).fit(benign)
+
+
+def test_nested_reconstructor_parameters(maps):
+    benign, _ = maps
+    det = detector().set_params(reconstructor__module__hidden=8).fit(benign)
+    assert det.reconstructors_[0].module_.encoder[0].out_features == 8

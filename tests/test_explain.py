@@ -264,3 +264,58 @@ def test_wrong_shapes(model, X):
 def test_use_before_fit(model, X):
     with pytest.raises(NotFittedError, match="is not fitted yet"):
         ExplanationTransformer(model).transform(X)
+
+
+def test_model_parameters_are_not_exposed(X):
+    net = NeuralNetClassifier(SmallCNN, max_epochs=1, train_split=None)
+    t = ExplanationTransformer(net)
+    assert not any(k.startswith("model__") for k in t.get_params(deep=True))
+    with pytest.raises(ValueError, match="Invalid parameter 'model__lr': Explanat"):
+        clone(t).set_params(model__lr=0.5)
+    assert net.lr == 0.01
+
+
+def test_concurrent_transforms_share_the_model_safely(model, X):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model.train()
+    t = ExplanationTransformer(model, method="guided_backprop", batch_size=4).fit(X)
+    expected = t.transform(X)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(t.transform, [X] * 8))
+    for result in results:
+        np.testing.assert_array_equal(result, expected)
+    assert model.training
+
+
+def test_half_precision_model(model, X):
+    Xt = ExplanationTransformer(model.half()).fit_transform(X)
+    assert Xt.dtype == np.float32 and np.isfinite(Xt).all()
+
+
+def test_sparse_maps_keep_their_pixels():
+    from skadv._explain import _normalize_attributions
+
+    attr = torch.zeros(1, 1, 28, 28)
+    attr[0, 0, 3, 4], attr[0, 0, 10, 10] = 2.0, 1.0  # 99th percentile is 0
+    maps = _normalize_attributions(attr, "percentile", channels_first=True)
+    assert torch.count_nonzero(maps) == 2 and maps.max() == 1.0
+    constant = _normalize_attributions(torch.ones(1, 1, 4, 4), "percentile", True)
+    assert torch.count_nonzero(constant) == 0
+
+
+def test_cuda_models_are_pickled_to_load_on_a_cpu(model, X, monkeypatch):
+    # No GPU here: pretend the model is on CUDA and check the torch.save path
+    # that maps it to the CPU on load.
+    import pickle
+
+    import skadv._explain as explain
+
+    t = ExplanationTransformer(model).fit(X)
+    monkeypatch.setattr(explain, "_on_cuda", lambda module: True)
+    blob = pickle.dumps(t)
+    with pytest.warns(UserWarning, match="model was loaded on the CPU"):
+        loaded = pickle.loads(blob)
+    assert loaded.device_ == torch.device("cpu")
+    assert loaded.model is loaded.module_
+    np.testing.assert_array_equal(loaded.transform(X), t.transform(X))

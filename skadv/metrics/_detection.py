@@ -3,15 +3,20 @@
 import numbers
 
 import numpy as np
-from sklearn.metrics import accuracy_score, make_scorer, roc_auc_score, roc_curve
+from sklearn.metrics import make_scorer, roc_auc_score, roc_curve
 from sklearn.utils._param_validation import Interval, validate_params
 
-from skadv._detector import check_detection_labels
+from skadv._validation import check_detection_labels
 
 
-def _adversarial(y_true):
-    y_true = np.asarray(y_true)
-    return ~check_detection_labels(y_true, y_true.shape[0])
+def _adversarial(y_true, *, both=False):
+    adversarial = ~check_detection_labels(y_true, name="y_true")
+    if both and (adversarial.all() or not adversarial.any()):
+        raise ValueError(
+            "y_true needs both benign (+1) and adversarial (-1) rows to rank them; "
+            f"got only {'adversarial' if adversarial.any() else 'benign'} rows."
+        )
+    return adversarial
 
 
 @validate_params(
@@ -40,7 +45,7 @@ def detection_roc_auc(y_true, y_score):
     >>> detection_roc_auc([1, 1, -1, -1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
-    return float(roc_auc_score(_adversarial(y_true), y_score))
+    return float(roc_auc_score(_adversarial(y_true, both=True), y_score))
 
 
 @validate_params(
@@ -81,7 +86,11 @@ def tpr_at_fpr(y_true, y_score, *, fpr=0.05):
     >>> tpr_at_fpr([1, 1, 1, 1, -1, -1], [0.1, 0.2, 0.3, 0.9, 0.5, 0.95], fpr=0.0)
     0.5
     """
-    fprs, tprs, _ = roc_curve(_adversarial(y_true), y_score)
+    # Keep every threshold: with tied scores the dropped points can be the
+    # best ones under the budget.
+    fprs, tprs, _ = roc_curve(
+        _adversarial(y_true, both=True), y_score, drop_intermediate=False
+    )
     return float(tprs[fprs <= fpr].max())
 
 
@@ -111,10 +120,14 @@ def detection_accuracy(y_true, y_pred):
     >>> detection_accuracy([1, 1, -1, -1], [1, -1, -1, -1])
     0.75
     """
-    y_pred = np.asarray(y_pred)
-    check_detection_labels(y_pred, y_pred.shape[0])
-    _adversarial(y_true)
-    return float(accuracy_score(y_true, y_pred))
+    predicted_benign = check_detection_labels(y_pred, name="y_pred")
+    benign = check_detection_labels(y_true, name="y_true")
+    if benign.shape != predicted_benign.shape:
+        raise ValueError(
+            f"y_true has {benign.shape[0]} labels but y_pred has "
+            f"{predicted_benign.shape[0]}; they must match."
+        )
+    return float(np.mean(benign == predicted_benign))
 
 
 def _roc_auc_from_decision(y_true, decision):
@@ -144,6 +157,8 @@ def make_tpr_at_fpr_scorer(fpr=0.05):
     >>> from skadv.metrics import make_tpr_at_fpr_scorer
     >>> scorer = make_tpr_at_fpr_scorer(fpr=0.01)
     """
+    if not (isinstance(fpr, numbers.Real) and 0 <= fpr <= 1):
+        raise ValueError(f"fpr must be a float in [0, 1]; got {fpr!r}.")
     return make_scorer(
         _tpr_at_fpr_from_decision, response_method="decision_function", fpr=fpr
     )
