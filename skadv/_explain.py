@@ -8,14 +8,16 @@ import threading
 import warnings
 import weakref
 
+import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import (
     _check_feature_names_in,
     check_is_fitted,
+    check_memory,
     validate_data,
 )
 
@@ -91,6 +93,17 @@ def _eval_mode(module):
 
 def _on_cuda(module):
     return any(t.is_cuda for t in module.state_dict().values())
+
+
+def _model_fingerprint(module):
+    """A content hash of a module: its class, its structure and its weights."""
+    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    return joblib.hash((type(module).__qualname__, repr(module), state))
+
+
+def _explain_cached(transformer, key, X):
+    # Module-level for joblib.Memory; ``key`` and ``X`` are the cache key.
+    return transformer._explain(X)
 
 
 def _module_device_dtype(module):
@@ -212,6 +225,12 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         (CUDA when available). ``None`` uses the device the model is on. A
         model on another device is copied there, never moved.
 
+    memory : str or joblib.Memory, default=None
+        Caches explanations, keyed on the model's weights and architecture,
+        the method's settings and the inputs: explaining the same inputs again
+        (each candidate of a ``GridSearchCV`` scoring the same test fold)
+        costs a hash instead of a forward and backward pass.
+
     verbose : int, default=0
         Show a progress bar over batches when positive.
 
@@ -271,6 +290,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         "method_params": [dict, None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str, torch.device, None],
+        "memory": [None, str, HasMethods(["cache"])],
         "verbose": ["verbose"],
     }
 
@@ -284,6 +304,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         method_params=None,
         batch_size=256,
         device=None,
+        memory=None,
         verbose=0,
     ):
         self.model = model
@@ -293,6 +314,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         self.method_params = method_params
         self.batch_size = batch_size
         self.device = device
+        self.memory = memory
         self.verbose = verbose
 
     def __sklearn_clone__(self):
@@ -496,6 +518,25 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, _ = self._validate_input(X, reset=False)
+        if self.memory is None:
+            return self._explain(X)
+        # Cached on what determines the maps: the model's weights and
+        # architecture, the method's settings and X (not the transformer
+        # object, whose pickle would hash the model by identity).
+        key = (
+            _model_fingerprint(self.module_),
+            self.method,
+            self.normalize,
+            self.input_shape_,
+            repr(sorted((self.method_params or {}).items())),
+        )
+        explain = check_memory(self.memory).cache(
+            _explain_cached, ignore=["transformer"]
+        )
+        return explain(self, key, X)
+
+    def _explain(self, X):
+        """Maps of validated 2-D inputs, batch by batch."""
         n_samples = X.shape[0]
         out = np.empty((n_samples, 1 + self._n_map_features()), dtype=np.float32)
         _, dtype = _module_device_dtype(self.module_)

@@ -63,9 +63,17 @@ _DEFAULT_CLASSES = {
     "dataset": _SkorchDataset,
 }
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_ATTRIBUTE = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
 # Tags of the values that plain JSON has no type for.
 _TUPLE, _FLOAT = "__tuple__", "__float__"
-_JSON_VALUES = "JSON values (numbers, strings, booleans, None, lists, tuples, dicts)"
+_ARRAY, _GENERATOR = "__ndarray__", "__torch_generator__"
+_TAGS = (_TUPLE, _FLOAT, _ARRAY, _GENERATOR)
+_JSON_VALUES = (
+    "JSON values (numbers, strings, booleans, None, lists, tuples, dicts), "
+    "numeric or string arrays and torch CPU generators"
+)
+# Fitted attributes rebuilt on load rather than read from the file.
+_REBUILT = {"reconstructors_", "module_", "device_"}
 
 _SUPPORTED = (
     "save stores a fitted ExplanationReconstructionDetector, or a fitted Pipeline of "
@@ -77,24 +85,26 @@ _SUPPORTED = (
 # Values to JSON and back
 
 
-def _not_storable(name, value, expected=_JSON_VALUES):
+def _not_storable(name, value, expected=_JSON_VALUES, kind="parameter"):
     text = repr(value)
     if len(text) > 80:
         text = text[:77] + "..."
     return ValueError(
-        f"Cannot save parameter {name!r} = {text}: a skadv file stores only "
+        f"Cannot save {kind} {name!r} = {text}: a skadv file stores only "
         f"{expected}, so that loading it never runs code. Set {name} to such a "
         "value, or save with joblib for files from trusted sources only "
         "(unpickling runs code)."
     )
 
 
-def _to_json(value, name):
-    """Encode a parameter value as JSON, tagging tuples and non-finite floats."""
+def _to_json(value, name, kind="parameter"):
+    """Encode a value as JSON, tagging what JSON has no type for."""
     if value is None or isinstance(value, (bool, str)):
         return value
-    if isinstance(value, np.bool_):
-        return bool(value)
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        value = value.item()
+        if isinstance(value, bool):
+            return value
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -102,35 +112,56 @@ def _to_json(value, name):
         return value if math.isfinite(value) else {_FLOAT: repr(value)}
     if isinstance(value, torch.device):
         return str(value)
+    if isinstance(value, np.ndarray) and _storable_array(value):
+        return {_ARRAY: _array_to_json(value)}
+    if isinstance(value, torch.Generator) and value.device.type == "cpu":
+        # A shuffling generator (skadv seeds one per reconstructor): its exact
+        # state, so that further training draws what it would have drawn.
+        return {_GENERATOR: value.get_state().numpy().tobytes().hex()}
     if type(value) is list:
-        return [_to_json(v, name) for v in value]
+        return [_to_json(v, name, kind) for v in value]
     if type(value) is tuple:
-        return {_TUPLE: [_to_json(v, name) for v in value]}
+        return {_TUPLE: [_to_json(v, name, kind) for v in value]}
     if type(value) is dict and all(
-        isinstance(k, str) and k not in (_TUPLE, _FLOAT) for k in value
+        isinstance(k, str) and k not in _TAGS for k in value
     ):
-        return {k: _to_json(v, name) for k, v in value.items()}
-    raise _not_storable(name, value)
+        return {k: _to_json(v, name, kind) for k, v in value.items()}
+    raise _not_storable(name, value, kind=kind)
 
 
 def _from_json(value):
     if isinstance(value, list):
         return [_from_json(v) for v in value]
-    if isinstance(value, dict):
-        if list(value) == [_TUPLE]:
-            return tuple(_from_json(v) for v in value[_TUPLE])
-        if list(value) == [_FLOAT]:
-            return float(value[_FLOAT])
-        return {k: _from_json(v) for k, v in value.items()}
-    return value
+    if not isinstance(value, dict):
+        return value
+    if list(value) == [_TUPLE]:
+        return tuple(_from_json(v) for v in value[_TUPLE])
+    if list(value) == [_FLOAT]:
+        return float(value[_FLOAT])
+    if list(value) == [_ARRAY]:
+        return _array_from_json(value[_ARRAY])
+    if list(value) == [_GENERATOR]:
+        state = bytearray.fromhex(value[_GENERATOR])
+        generator = torch.Generator()
+        try:
+            generator.set_state(torch.frombuffer(state, dtype=torch.uint8))
+        except RuntimeError as exc:
+            raise ValueError(f"invalid torch.Generator state: {exc}") from exc
+        return generator
+    return {k: _from_json(v) for k, v in value.items()}
+
+
+def _storable_array(array):
+    if array.dtype.kind in "biufU":
+        return True
+    return array.dtype.kind == "O" and all(isinstance(x, str) for x in array.flat)
 
 
 def _array_to_json(array):
-    """A numeric array, exactly: floats as ``float.hex`` strings."""
-    array = np.asarray(array)
+    """A numeric or string array, exactly: floats as ``float.hex`` strings."""
     data = array.ravel()
     return {
-        "dtype": array.dtype.name,
+        "dtype": array.dtype.str if array.dtype.kind == "U" else array.dtype.name,
         "shape": list(array.shape),
         "data": (
             [float(x).hex() for x in data] if array.dtype.kind == "f" else data.tolist()
@@ -140,12 +171,43 @@ def _array_to_json(array):
 
 def _array_from_json(spec):
     dtype = np.dtype(spec["dtype"])
-    if dtype.kind not in "biuf":
-        raise ValueError(f"unsupported array dtype {spec['dtype']!r}")
     data = spec["data"]
     if dtype.kind == "f":
         data = [float.fromhex(x) for x in data]
-    return np.array(data, dtype=dtype).reshape(spec["shape"])
+    elif dtype.kind == "O":
+        if not all(isinstance(x, str) for x in data):
+            raise ValueError("object arrays may hold strings only")
+    elif dtype.kind not in "biuU":
+        raise ValueError(f"unsupported array dtype {spec['dtype']!r}")
+    array = np.empty(len(data), dtype=dtype)
+    array[:] = data
+    return array.reshape(spec["shape"])
+
+
+def _describe_attributes(estimator, prefix):
+    """The fitted state of an estimator: every attribute that is no parameter."""
+    params = estimator.get_params(deep=False)
+    return {
+        name: _to_json(value, prefix + name, kind="fitted attribute")
+        for name, value in sorted(vars(estimator).items())
+        if name not in params and name not in _REBUILT
+    }
+
+
+def _set_attributes(estimator, attributes):
+    params = estimator.get_params(deep=False)
+    for name, value in attributes.items():
+        # Only plain data attributes: never a parameter, a method, a property
+        # or a dunder of the class.
+        if (
+            not _ATTRIBUTE.fullmatch(name)
+            or name.endswith("__")
+            or name in params
+            or name in _REBUILT
+            or hasattr(type(estimator), name)
+        ):
+            raise ValueError(f"refusing to set attribute {name!r}")
+        setattr(estimator, name, _from_json(value))
 
 
 def _canonical_json(document):
@@ -258,18 +320,10 @@ def _describe_detector(detector, prefix):
             tensors[f"reconstructor.{i}.{key}"] = (
                 tensor.detach().to("cpu", copy=True).contiguous()
             )
-    fitted = {
-        "class_labels_": _array_to_json(detector.class_labels_),
-        "fallback_classes_": _array_to_json(detector.fallback_classes_),
-        "offset_": _array_to_json(detector.offset_),
-        "n_features_in_": int(detector.n_features_in_),
-    }
-    if hasattr(detector, "feature_names_in_"):
-        fitted["feature_names_in_"] = [str(n) for n in detector.feature_names_in_]
     description = {
         "type": "ExplanationReconstructionDetector",
         "params": params,
-        "fitted": fitted,
+        "fitted": _describe_attributes(detector, prefix),
         "reconstructors": nets,
     }
     return description, tensors
@@ -277,25 +331,12 @@ def _describe_detector(detector, prefix):
 
 def _describe_transformer(transformer, prefix):
     check_is_fitted(transformer)
-    fitted = {
-        "input_shape_": [int(s) for s in transformer.input_shape_],
-        "n_features_in_": int(transformer.n_features_in_),
-        "device_": str(transformer.device_),
-    }
-    if hasattr(transformer, "feature_names_in_"):
-        fitted["feature_names_in_"] = [str(n) for n in transformer.feature_names_in_]
-    description = {
+    return {
         "type": "ExplanationTransformer",
         "params": _describe_params(transformer, prefix, skip=("model",)),
-        "fitted": fitted,
+        "fitted": _describe_attributes(transformer, prefix),
         "model_sha256": _model_fingerprint(_unwrap_model(transformer.model)),
     }
-    output_config = getattr(transformer, "_sklearn_output_config", None)
-    if output_config:
-        description["output_config"] = _to_json(
-            dict(output_config), f"{prefix}set_output"
-        )
-    return description
 
 
 def _is_supported_pipeline(estimator):
@@ -621,20 +662,9 @@ def _build_detector(description, tensors, modules, moved, prefix):
             ) from exc
         nets.append(net)
 
-    fitted = description["fitted"]
-    detector.class_labels_ = _array_from_json(fitted["class_labels_"])
-    detector.fallback_classes_ = _array_from_json(fitted["fallback_classes_"])
-    detector.offset_ = _array_from_json(fitted["offset_"])
-    detector.n_features_in_ = int(fitted["n_features_in_"])
-    if "feature_names_in_" in fitted:
-        detector.feature_names_in_ = np.asarray(
-            fitted["feature_names_in_"], dtype=object
-        )
+    _set_attributes(detector, description["fitted"])
     detector.reconstructors_ = nets
-    if detector.offset_.shape != (len(nets),):
-        raise ValueError(
-            f"offset_ has shape {detector.offset_.shape} for {len(nets)} reconstructors"
-        )
+    check_is_fitted(detector)
     return detector
 
 
@@ -647,12 +677,9 @@ def _build_transformer(description, model, moved, path, prefix):
         )
         transformer = ExplanationTransformer(model, **params)
         transformer._validate_params()
-        fitted = description["fitted"]
-        input_shape = tuple(int(s) for s in fitted["input_shape_"])
-        n_features = int(fitted["n_features_in_"])
-        names = fitted.get("feature_names_in_")
-        output_config = _from_json(description.get("output_config"))
+        _set_attributes(transformer, description["fitted"])
         saved_fingerprint = description["model_sha256"]
+        n_features = int(transformer.n_features_in_)
 
     module = _unwrap_model(model)
     if _model_fingerprint(module) != saved_fingerprint:
@@ -672,12 +699,6 @@ def _build_transformer(description, model, moved, path, prefix):
     else:
         transformer.module_ = copy.deepcopy(module).to(device)
         transformer.device_ = device
-    transformer.input_shape_ = input_shape
-    transformer.n_features_in_ = n_features
-    if names is not None:
-        transformer.feature_names_in_ = np.asarray(names, dtype=object)
-    if output_config:
-        transformer._sklearn_output_config = output_config
     # One forward pass, so that a model that does not take the saved input
     # shape fails now, with fit's message, rather than at predict time.
     transformer._check_model_output(np.zeros((1, n_features), dtype=np.float32))

@@ -319,3 +319,22 @@ def test_cuda_models_are_pickled_to_load_on_a_cpu(model, X, monkeypatch):
     assert loaded.device_ == torch.device("cpu")
     assert loaded.model is loaded.module_
     np.testing.assert_array_equal(loaded.transform(X), t.transform(X))
+
+
+def test_memory_caches_transform_on_the_model_weights(model, X, tmp_path):
+    calls = FORWARD_CALLS
+    calls.clear()
+    handle = model.register_forward_hook(count_forward)
+    t = ExplanationTransformer(model, memory=str(tmp_path)).fit(X)
+    calls.clear()
+    first = t.transform(X)
+    assert len(calls) > 0
+    again = clone(t).fit(X)
+    calls.clear()
+    np.testing.assert_array_equal(again.transform(X), first)
+    assert len(calls) == 0  # a hit: no forward pass
+    with torch.no_grad():
+        model.head[1].bias += 1.0  # other weights: another key
+    t.transform(X)
+    assert len(calls) > 0
+    handle.remove()
