@@ -46,6 +46,10 @@ def _fit_reconstructor(template, X, seed, device, verbose):
     ``verbose`` are not part of the cache key, so changing them alone never
     retrains.
     """
+    if not X.flags.writeable:
+        # joblib hands large arrays to workers as read-only memory maps, which
+        # torch wraps with a warning: train on a private copy.
+        X = X.copy()
     net = clone(template)
     module = net.module
     if (
