@@ -38,18 +38,8 @@ def reconstruction_errors(X, X_reconstructed, metric="top_half_l1"):
 _INIT_LOCK = threading.Lock()
 
 
-def _fit_reconstructor(template, X, seed, device, verbose):
-    """Fit a clone of ``template`` to reconstruct ``X``.
-
-    Module-level so that joblib can send it to workers and
-    ``joblib.Memory`` can cache it: the threshold (``contamination``) and
-    ``verbose`` are not part of the cache key, so changing them alone never
-    retrains.
-    """
-    if not X.flags.writeable:
-        # joblib hands large arrays to workers as read-only memory maps, which
-        # torch wraps with a warning: train on a private copy.
-        X = X.copy()
+def _make_reconstructor(template, n_features, seed, device, verbose):
+    """An initialised clone of ``template`` for maps of ``n_features`` values."""
     net = clone(template)
     module = net.module
     if (
@@ -57,7 +47,7 @@ def _fit_reconstructor(template, X, seed, device, verbose):
         and "n_features" in inspect.signature(module).parameters
         and "module__n_features" not in net.get_params()
     ):
-        net.set_params(module__n_features=X.shape[1])
+        net.set_params(module__n_features=n_features)
     if device is not None:
         net.set_params(device=device)
     if verbose >= 2:
@@ -68,9 +58,28 @@ def _fit_reconstructor(template, X, seed, device, verbose):
         net.set_params(iterator_train__generator=torch.Generator().manual_seed(seed))
     with _INIT_LOCK, torch_seed(seed):
         net.initialize()
+    return net
+
+
+def _train(net, X):
+    if not X.flags.writeable:
+        # joblib hands large arrays to workers as read-only memory maps, which
+        # torch wraps with a warning: train on a private copy.
+        X = X.copy()
     with torch_threads(1):
         net.partial_fit(X, X)
     return net
+
+
+def _fit_reconstructor(template, X, seed, device, verbose):
+    """Fit a clone of ``template`` to reconstruct ``X``.
+
+    Module-level so that joblib can send it to workers and
+    ``joblib.Memory`` can cache it: the threshold (``contamination``) and
+    ``verbose`` are not part of the cache key, so changing them alone never
+    retrains.
+    """
+    return _train(_make_reconstructor(template, X.shape[1], seed, device, verbose), X)
 
 
 class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
@@ -174,6 +183,10 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
     fallback_index_ : int or None
         Index of the shared autoencoder in ``reconstructors_``, None when none
         was trained.
+
+    n_samples_seen_ : ndarray of shape (n_reconstructors,)
+        Benign rows each autoencoder was trained on (summed over
+        ``partial_fit`` calls).
 
     offset_ : ndarray of shape (n_reconstructors,)
         Threshold of each autoencoder on :meth:`score_samples`, aligned with
@@ -338,6 +351,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             results = tqdm(results, total=len(tasks), desc="autoencoders")
         self.reconstructors_ = list(results)
         self._fitted_with = (self.metric, self.class_column)
+        self.n_samples_seen_ = np.array([len(Xc) for Xc, _ in tasks])
 
         # Thresholds from each autoencoder's own benign training rows; the
         # shared one is calibrated on every benign row it was trained on.
@@ -349,6 +363,94 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             ]
         )
         return self
+
+    def partial_fit(self, X, y=None, classes=None):
+        """Train the autoencoders on one more batch of rows, for data streams.
+
+        Each call trains every autoencoder whose class has benign rows in the
+        batch for the reconstructor's ``max_epochs`` passes over them (with
+        skorch's ``partial_fit``), so explanations can be fed chunk by chunk
+        from data larger than memory. Every class listed in ``classes`` gets an
+        autoencoder of its own (``min_class_size`` does not apply: counts are
+        not known up front), and the shared fallback is trained on every row
+        when ``unseen_class="fallback"``. The thresholds of the autoencoders
+        trained on a batch are re-estimated from that batch's scores: end the
+        stream with a batch of held-out benign rows to calibrate them.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A batch of ``ExplanationTransformer`` output.
+
+        y : array-like of shape (n_samples,), default=None
+            Optional +1 benign / -1 adversarial labels; only benign rows train.
+
+        classes : array-like, default=None
+            Every class label that ``class_column`` will hold; required on the
+            first call unless ``class_column`` is None, ignored afterwards.
+
+        Returns
+        -------
+        self : object
+            The updated detector.
+        """
+        first = not hasattr(self, "reconstructors_")
+        if first:
+            self._validate_params()
+        else:
+            self._check_fitted_with()
+        X = validate_data(self, X, dtype=np.float32, reset=first)
+        if y is not None:
+            X = X[check_detection_labels(y, X.shape[0])]
+        if X.shape[0] == 0:
+            raise ValueError("y marks no row as benign (+1): nothing to learn from.")
+        batch_classes, maps = self._split(X)
+        if first:
+            self._start_stream(maps.shape[1], classes)
+        route = (
+            np.zeros(X.shape[0], dtype=np.intp)
+            if batch_classes is None
+            else self._route(batch_classes)
+        )
+        q = 100 * self.contamination
+        for i, net in enumerate(self.reconstructors_):
+            rows = maps if i == self.fallback_index_ else maps[route == i]
+            if len(rows) == 0:
+                continue
+            _train(net, rows)
+            self.n_samples_seen_[i] += len(rows)
+            self.offset_[i] = np.percentile(-self._errors(net, rows), q)
+        return self
+
+    def _start_stream(self, n_features, classes):
+        if self.class_column is None:
+            labels = np.empty(0, dtype=np.int64)
+        elif classes is None:
+            raise ValueError(
+                "classes must be passed to the first call to partial_fit: every "
+                "class label that class_column will hold."
+            )
+        else:
+            labels = np.unique(np.asarray(classes)).astype(np.int64)
+        template = (
+            make_reconstructor() if self.reconstructor is None else self.reconstructor
+        )
+        device = resolve_device(self.device)
+        seeds = check_random_state(self.random_state).randint(
+            np.iinfo(np.int32).max, size=labels.size + 1
+        )
+        self.class_labels_ = labels
+        self.fallback_classes_ = np.empty(0, dtype=np.int64)
+        shared = self.class_column is None or self.unseen_class == "fallback"
+        self.fallback_index_ = labels.size if shared else None
+        keep = list(seeds[:-1]) + ([seeds[-1]] if shared else [])
+        self.reconstructors_ = [
+            _make_reconstructor(template, n_features, int(seed), device, self.verbose)
+            for seed in keep
+        ]
+        self.n_samples_seen_ = np.zeros(len(keep), dtype=np.int64)
+        self.offset_ = np.full(len(keep), np.nan)
+        self._fitted_with = (self.metric, self.class_column)
 
     def _errors(self, net, maps):
         # skorch's data loader draws a seed from torch's global generator even
@@ -390,8 +492,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             )
         return np.where(has_own, index, self.fallback_index_)
 
-    def _scores_and_route(self, X):
-        check_is_fitted(self)
+    def _check_fitted_with(self):
         if (self.metric, self.class_column) != self._fitted_with:
             raise ValueError(
                 "metric or class_column changed since fit (fitted with "
@@ -399,12 +500,27 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
                 f"class_column={self._fitted_with[1]!r}); the thresholds belong to "
                 "the fitted values: refit the detector."
             )
+
+    def _scores_and_route(self, X):
+        check_is_fitted(self)
+        self._check_fitted_with()
         X = validate_data(self, X, dtype=np.float32, reset=False)
         classes, maps = self._split(X)
         if classes is None:
             route = np.zeros(X.shape[0], dtype=np.intp)
         else:
             route = self._route(classes)
+        untrained = [i for i in np.unique(route) if self.n_samples_seen_[i] == 0]
+        if untrained:
+            labels = [
+                "fallback" if i == self.fallback_index_ else int(self.class_labels_[i])
+                for i in untrained
+            ]
+            raise ValueError(
+                f"X has rows for the autoencoders of classes {labels}, which have "
+                "not been trained on any row yet: feed partial_fit rows of these "
+                "classes first."
+            )
         errors = np.empty(X.shape[0], dtype=np.float64)
         for i in np.unique(route):
             rows = route == i

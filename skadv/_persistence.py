@@ -19,6 +19,7 @@ import re
 import secrets
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ _SUPPORTED = (
 
 
 def _not_storable(name, value, expected=_JSON_VALUES, kind="parameter"):
-    text = repr(value)
+    text = " ".join(repr(value).split())
     if len(text) > 80:
         text = text[:77] + "..."
     return ValueError(
@@ -97,8 +98,19 @@ def _not_storable(name, value, expected=_JSON_VALUES, kind="parameter"):
     )
 
 
+class _NotJSON(Exception):
+    """Raised deep inside a value; reported with the whole value by _to_json."""
+
+
 def _to_json(value, name, kind="parameter"):
     """Encode a value as JSON, tagging what JSON has no type for."""
+    try:
+        return _encode(value)
+    except _NotJSON:
+        raise _not_storable(name, value, kind=kind) from None
+
+
+def _encode(value):
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
@@ -119,14 +131,14 @@ def _to_json(value, name, kind="parameter"):
         # state, so that further training draws what it would have drawn.
         return {_GENERATOR: value.get_state().numpy().tobytes().hex()}
     if type(value) is list:
-        return [_to_json(v, name, kind) for v in value]
+        return [_encode(v) for v in value]
     if type(value) is tuple:
-        return {_TUPLE: [_to_json(v, name, kind) for v in value]}
+        return {_TUPLE: [_encode(v) for v in value]}
     if type(value) is dict and all(
         isinstance(k, str) and k not in _TAGS for k in value
     ):
-        return {k: _to_json(v, name, kind) for k, v in value.items()}
-    raise _not_storable(name, value, kind=kind)
+        return {k: _encode(v) for k, v in value.items()}
+    raise _NotJSON
 
 
 def _from_json(value):
@@ -518,7 +530,14 @@ def _read_archive(path):
             for name in (_JSON_NAME, _WEIGHTS_NAME):
                 try:
                     members[name] = archive.read(name)
-                except (zipfile.BadZipFile, EOFError, OSError) as exc:
+                except (
+                    zipfile.BadZipFile,
+                    zlib.error,
+                    EOFError,
+                    OSError,
+                    NotImplementedError,  # an unknown compression method
+                    RuntimeError,  # an encrypted entry
+                ) as exc:
                     # The zip's own CRC-32 catches most damage before SHA-256 does.
                     raise _corrupted(path, name) from exc
     except zipfile.BadZipFile as exc:
@@ -769,6 +788,14 @@ def load(path, *, model=None, modules=None):
     See Also
     --------
     save : Save a fitted detector or pipeline.
+
+    Notes
+    -----
+    The checksums catch corrupted files and edits made without recomputing
+    them; they are not a signature. What makes a file from an unknown source
+    safe to load is that nothing in it is executed: its values are plain data,
+    and its classes come only from skadv, ``torch.nn`` losses, ``torch.optim``
+    optimizers and ``modules``.
 
     Examples
     --------

@@ -670,7 +670,14 @@ class ReconstructionErrorDisplay:
             handles.append(
                 Line2D([], [], color=THRESHOLD_COLOR, linestyle="--", label="threshold")
             )
-        ax.legend(handles=handles, loc="upper left", fontsize="small")
+        # Outside the axes: the points fill the plotting area.
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize="small",
+            frameon=False,
+        )
         self.class_labels_ = labels
         self.ax_ = ax
         self.figure_ = ax.figure

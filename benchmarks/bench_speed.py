@@ -1,0 +1,390 @@
+"""Speed and memory of skadv against bare torch loops doing the same work.
+
+Every figure is a ratio to a baseline measured in the same run on the same
+data, because the machines are shared and absolute times are noisy:
+
+- scoring: ``decision_function`` of a fitted pipeline against the floor of one
+  forward and one backward pass of the classifier (a bare torch loop: forward,
+  gather the predicted logit, backward);
+- fitting: ``fit`` against a bare torch loop doing the same work (the floor
+  loop for the explanations, then the same autoencoder training steps);
+- threshold search: ``GridSearchCV`` over 5 contamination values x 3 folds
+  against one 3-fold ``cross_validate``;
+- memory: peak resident memory of ``transform`` over the output's own size,
+  at two batch sizes.
+
+Usage::
+
+    python benchmarks/bench_speed.py --data-home ../shared/data   # MNIST
+    python benchmarks/bench_speed.py --quick                       # smoke run
+
+Results go to ``benchmarks/results/speed.json`` (``speed-quick.json`` for
+``--quick``). The classifier is the paper's CNN trained for one epoch on
+10,000 images: timings do not depend on how well it is trained.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.pipeline import make_pipeline
+
+from skadv import ExplanationReconstructionDetector, ExplanationTransformer
+from skadv._autoencoder import MLPAutoencoder, make_reconstructor
+from skadv.metrics import roc_auc_scorer
+from skadv.models import make_mnist_classifier
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {
+    "score_over_floor": 1.3,
+    "fit_over_bare": 1.5,
+    "grid_over_single_cv": 1.2,
+}
+
+
+def timed(fn, *args, repeat=1, **kwargs):
+    """Best wall time of ``repeat`` calls, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def load_data(data_home, quick):
+    from skadv.datasets import load_mnist
+
+    try:
+        X_train, y_train = load_mnist(
+            subset="train", data_home=data_home, return_X_y=True
+        )
+        X_test, _ = load_mnist(subset="test", data_home=data_home, return_X_y=True)
+        source = "MNIST"
+    except FileNotFoundError:
+        rng = np.random.default_rng(0)
+        X_train = rng.random((60000, 1, 28, 28), dtype=np.float32)
+        y_train = rng.integers(0, 10, 60000)
+        X_test = rng.random((10000, 1, 28, 28), dtype=np.float32)
+        source = "synthetic (MNIST files not found)"
+    if quick:
+        X_train, y_train, X_test = X_train[:3000], y_train[:3000], X_test[:1000]
+    return X_train, y_train, X_test, source
+
+
+def floor_gradients(model, X, batch_size=256):
+    """The floor: one forward and one backward pass per input, nothing else."""
+    out = np.empty((len(X), int(np.prod(X.shape[1:]))), dtype=np.float32)
+    model.eval()
+    for start in range(0, len(X), batch_size):
+        x = torch.tensor(X[start : start + batch_size], requires_grad=True)
+        logits = model(x)
+        logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+        out[start : start + len(x)] = x.grad.reshape(len(x), -1).numpy()
+    return out
+
+
+def bare_fit(model, X, *, epochs=10, batch_size=32, seed=0):
+    """The same work as the detector's fit, in plain torch: explanations, then
+    one autoencoder per predicted class (Adam 1e-3, MSE, shuffled batches)."""
+    grads = floor_gradients(model, X)
+    with torch.no_grad():
+        predicted = np.concatenate(
+            [
+                model(torch.tensor(X[s : s + 1024])).argmax(1).numpy()
+                for s in range(0, len(X), 1024)
+            ]
+        )
+    maps = np.abs(grads)  # stands in for the normalisation (cheap either way)
+    generator = torch.Generator().manual_seed(seed)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the detector trains its autoencoders
+    try:
+        for c in np.unique(predicted):
+            data = torch.tensor(maps[predicted == c])
+            ae = MLPAutoencoder(data.shape[1])
+            optimizer = torch.optim.Adam(ae.parameters(), lr=1e-3)
+            loss_fn = torch.nn.MSELoss()
+            for _ in range(epochs):
+                for idx in torch.randperm(len(data), generator=generator).split(
+                    batch_size
+                ):
+                    batch = data[idx]
+                    optimizer.zero_grad()
+                    loss_fn(ae(batch), batch).backward()
+                    optimizer.step()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def make_detector(model, **detector_params):
+    return make_pipeline(
+        ExplanationTransformer(model),
+        ExplanationReconstructionDetector(
+            reconstructor=make_reconstructor(), random_state=0, **detector_params
+        ),
+    )
+
+
+def bench_scoring(model, X_train_small, X_test):
+    pipe = make_detector(model).fit(X_train_small)
+    pipe.decision_function(X_test[:256])  # warm-up
+    floor, _ = timed(floor_gradients, model, X_test, repeat=2)
+    ours, _ = timed(pipe.decision_function, X_test, repeat=2)
+    single, _ = timed(pipe.decision_function, X_test[:1], repeat=20)
+    single_floor, _ = timed(floor_gradients, model, X_test[:1], repeat=20)
+    return {
+        "n": len(X_test),
+        "floor_s": floor,
+        "decision_function_s": ours,
+        "score_over_floor": ours / floor,
+        "single_input_latency_ms": 1000 * single,
+        "single_input_floor_ms": 1000 * single_floor,
+    }
+
+
+def bench_fit(model, X_train):
+    bare, _ = timed(bare_fit, model, X_train)
+    ours1, _ = timed(make_detector(model, n_jobs=1).fit, X_train)
+    ours2, _ = timed(make_detector(model, n_jobs=2).fit, X_train)
+    return {
+        "n": len(X_train),
+        "bare_torch_s": bare,
+        "fit_n_jobs_1_s": ours1,
+        "fit_n_jobs_2_s": ours2,
+        "fit_over_bare": ours1 / bare,
+        "n_jobs_2_speedup": ours1 / ours2,
+    }
+
+
+def bench_grid(model, X, y, cache_dir):
+    def pipe(tag):
+        return make_pipeline(
+            ExplanationTransformer(model, memory=str(cache_dir / f"{tag}-maps")),
+            ExplanationReconstructionDetector(
+                reconstructor=make_reconstructor(),
+                random_state=0,
+                memory=str(cache_dir / f"{tag}-ae"),
+            ),
+        )
+
+    single, _ = timed(cross_validate, pipe("cv"), X, y, cv=3, scoring=roc_auc_scorer)
+    grid = GridSearchCV(
+        pipe("grid"),
+        {
+            "explanationreconstructiondetector__contamination": [
+                0.01,
+                0.02,
+                0.05,
+                0.1,
+                0.2,
+            ]
+        },
+        cv=3,
+        scoring=roc_auc_scorer,
+        refit=False,
+    )
+    search, _ = timed(grid.fit, X, y)
+    return {
+        "n": len(X),
+        "single_3fold_cv_s": single,
+        "grid_5x3_s": search,
+        "grid_over_single_cv": search / single,
+        "note": "refit=False; a refit adds one fit on all rows",
+    }
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_child(batch_size, n, state_path):
+    """Run in a subprocess: peak RSS growth of transform over its output."""
+    model = make_mnist_classifier().initialize().module_
+    model.load_state_dict(torch.load(state_path, weights_only=True))
+    X = np.random.default_rng(0).random((n, 1, 28, 28), dtype=np.float32)
+    t = ExplanationTransformer(model, batch_size=batch_size).fit(X[:10])
+    t.transform(X[:batch_size])  # warm-up: allocator pools, lazy imports
+    before, peak = _rss_mb(), [0.0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out = t.transform(X)
+    done.set()
+    sampler.join()
+    print(json.dumps({"growth_mb": peak[0] - before, "output_mb": out.nbytes / 2**20}))
+
+
+def bench_memory(state_path, n):
+    rows = {}
+    for batch_size in (256, 2048):
+        result = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                str(batch_size),
+                str(n),
+                str(state_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        child = json.loads(result.stdout.strip().splitlines()[-1])
+        child["growth_beyond_output_mb"] = child["growth_mb"] - child["output_mb"]
+        rows[f"batch_size_{batch_size}"] = child
+    return {"n": n, **rows}
+
+
+def bench_growth(model, X_train, sizes):
+    rows = []
+    for n in sizes:
+        pipe = make_detector(model)
+        t_fit, _ = timed(pipe.fit, X_train[:n])
+        t_score, _ = timed(pipe.decision_function, X_train[:n])
+        rows.append({"n": n, "fit_s": t_fit, "decision_function_s": t_score})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-home", default=os.environ.get("SKADV_DATA_HOME"))
+    parser.add_argument("--quick", action="store_true", help="small data, smoke run")
+    parser.add_argument(
+        "--grid-n", type=int, default=20000, help="rows for the grid search"
+    )
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        batch_size, n, state_path = args.memory_child
+        memory_child(int(batch_size), int(n), state_path)
+        return
+
+    import tempfile
+
+    X_train, y_train, X_test, source = load_data(args.data_home, args.quick)
+    print(f"data: {source}, train {X_train.shape}, test {X_test.shape}", flush=True)
+    classifier = make_mnist_classifier(random_state=0, max_epochs=1)
+    classifier.fit(X_train[:10000], y_train[:10000])
+    model = classifier.module_.eval()
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "data": source,
+        "targets": TARGETS,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        print("scoring ...", flush=True)
+        results["scoring"] = bench_scoring(model, X_train[:5000], X_test)
+        print("fit ...", flush=True)
+        results["fit"] = bench_fit(model, X_train)
+        print("grid search ...", flush=True)
+        n_grid = min(args.grid_n, len(X_train))
+        half = n_grid // 2
+        # Labels for scoring: the benign half +1, a noisy half -1 (timing only).
+        noisy = np.clip(
+            X_train[half:n_grid]
+            + 0.3
+            * np.sign(
+                np.random.default_rng(0).standard_normal(
+                    X_train[half:n_grid].shape, dtype=np.float32
+                )
+            ),
+            0,
+            1,
+        )
+        X_grid = np.concatenate([X_train[:half], noisy])
+        y_grid = np.r_[np.ones(half), -np.ones(n_grid - half)]
+        order = np.random.default_rng(0).permutation(n_grid)
+        results["grid_search"] = bench_grid(model, X_grid[order], y_grid[order], tmp)
+        print("memory ...", flush=True)
+        state_path = tmp / "model.pt"
+        torch.save(model.state_dict(), state_path)
+        results["memory"] = bench_memory(state_path, len(X_train))
+        print("growth ...", flush=True)
+        sizes = [n for n in (1000, 10000, 60000) if n <= len(X_train)]
+        results["growth"] = bench_growth(model, X_train, sizes)
+
+    report(results)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / ("speed-quick.json" if args.quick else "speed.json")
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+
+
+def report(r):
+    s, f, g, m = r["scoring"], r["fit"], r["grid_search"], r["memory"]
+    rows = [
+        (
+            "decision_function / floor",
+            s["score_over_floor"],
+            TARGETS["score_over_floor"],
+        ),
+        ("fit / bare torch", f["fit_over_bare"], TARGETS["fit_over_bare"]),
+        (
+            "grid 5x3 / one 3-fold CV",
+            g["grid_over_single_cv"],
+            TARGETS["grid_over_single_cv"],
+        ),
+    ]
+    print(f"\n{'ratio':<28} {'measured':>9} {'target':>8}")
+    for name, value, target in rows:
+        verdict = "ok" if value <= target else "MISSED"
+        print(f"{name:<28} {value:>9.2f} {'<= ' + str(target):>8}  {verdict}")
+    print(
+        f"{'n_jobs=2 speed-up of fit':<28} {f['n_jobs_2_speedup']:>9.2f} {'> 1':>8}  "
+        f"{'ok' if f['n_jobs_2_speedup'] > 1 else 'MISSED'}"
+    )
+    lines = [
+        f"scoring {s['n']} inputs: {s['decision_function_s']:.2f} s "
+        f"(floor {s['floor_s']:.2f} s); one input: "
+        f"{s['single_input_latency_ms']:.1f} ms "
+        f"(floor {s['single_input_floor_ms']:.1f} ms)",
+        f"fit on {f['n']}: {f['fit_n_jobs_1_s']:.1f} s "
+        f"(n_jobs=2: {f['fit_n_jobs_2_s']:.1f} s, "
+        f"bare torch {f['bare_torch_s']:.1f} s)",
+        f"grid search on {g['n']}: {g['grid_5x3_s']:.1f} s, "
+        f"one 3-fold CV {g['single_3fold_cv_s']:.1f} s",
+    ]
+    for key in ("batch_size_256", "batch_size_2048"):
+        row = m[key]
+        lines.append(
+            f"transform of {m['n']} inputs, {key}: peak growth "
+            f"{row['growth_mb']:.0f} MB (output {row['output_mb']:.0f} MB, "
+            f"beyond it {row['growth_beyond_output_mb']:.0f} MB)"
+        )
+    for row in r["growth"]:
+        lines.append(
+            f"n={row['n']:>6}: fit {row['fit_s']:.1f} s, "
+            f"decision_function {row['decision_function_s']:.2f} s"
+        )
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,710 @@
+"""Saving and loading detectors without pickle (skadv._persistence)."""
+
+import hashlib
+import json
+import pickle
+import re
+import subprocess
+import sys
+import zipfile
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save_file
+from sklearn.datasets import load_digits
+from sklearn.ensemble import IsolationForest
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import make_pipeline
+from skorch.callbacks import Callback
+from skorch.dataset import ValidSplit
+
+from skadv import (
+    ConvAutoencoder,
+    ExplanationReconstructionDetector,
+    ExplanationTransformer,
+    __version__,
+    make_reconstructor,
+)
+from skadv._persistence import load, save
+from skadv.models import DigitsCNN
+
+FAST = {"max_epochs": 5, "batch_size": 16}
+SCORES = ("decision_function", "score_samples", "reconstruction_error", "predict")
+
+
+def detector(**params):
+    params.setdefault("reconstructor", make_reconstructor(**FAST))
+    params.setdefault("random_state", 0)
+    return ExplanationReconstructionDetector(**params)
+
+
+def assert_same_scores(loaded, original, X):
+    for method in SCORES:
+        got, expected = getattr(loaded, method)(X), getattr(original, method)(X)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.fixture(autouse=True)
+def _no_unpickling(monkeypatch):
+    """Nothing in these tests may unpickle: loading a skadv file never does."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a skadv file was unpickled")
+
+    for target, name in [
+        (pickle, "load"),
+        (pickle, "loads"),
+        (torch, "load"),
+        (joblib, "load"),
+    ]:
+        monkeypatch.setattr(target, name, refuse)
+
+
+@pytest.fixture(scope="module")
+def fitted(maps):
+    benign, _ = maps
+    return detector().fit(benign)
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "detector.skadv"
+    save(fitted, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32).reshape(-1, 1, 8, 8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DigitsCNN()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        inputs, targets = torch.from_numpy(X), torch.from_numpy(y)
+        for _ in range(2):
+            for start in range(0, len(X), 64):
+                optimizer.zero_grad()
+                logits = model(inputs[start : start + 64])
+                torch.nn.functional.cross_entropy(
+                    logits, targets[start : start + 64]
+                ).backward()
+                optimizer.step()
+    model.eval()
+    return model, X
+
+
+@pytest.fixture(scope="module")
+def pipeline(digits):
+    model, X = digits
+    return make_pipeline(
+        ExplanationTransformer(model, batch_size=128),
+        detector(reconstructor=make_reconstructor(max_epochs=2)),
+    ).fit(X[:500])
+
+
+def net_params(net):
+    """A skorch net's parameters, comparable with ==: a generator by its state."""
+    params = {
+        k: v for k, v in net.get_params(deep=False).items() if not k.startswith("_")
+    }
+    generator = params.pop("iterator_train__generator", None)
+    if generator is not None:
+        params["iterator_train__generator"] = generator.get_state().tolist()
+    return params
+
+
+def rewrite(path, edit=None, weights=None, fix_checksums=True):
+    """Rewrite a skadv file as a careful forger would: a valid zip, and, with
+    ``fix_checksums``, SHA-256 sums recomputed as the format specifies."""
+    with zipfile.ZipFile(path) as archive:
+        document = json.loads(archive.read("skadv.json"))
+        old_weights = archive.read("weights.safetensors")
+    weights = old_weights if weights is None else weights
+    if edit is not None:
+        edit(document)
+    if fix_checksums:
+        del document["sha256"]
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        document["sha256"] = {
+            "skadv.json": hashlib.sha256(canonical.encode()).hexdigest(),
+            "weights.safetensors": hashlib.sha256(weights).hexdigest(),
+        }
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("skadv.json", json.dumps(document))
+        archive.writestr("weights.safetensors", weights)
+
+
+def read_document(path):
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("skadv.json"))
+
+
+# --------------------------------------------------------------------------
+# Round trips
+
+
+def test_detector_round_trip_is_bit_identical(maps, fitted, saved):
+    benign, odd = maps
+    loaded = load(saved)
+    assert_same_scores(loaded, fitted, np.vstack([benign, odd]))
+    for name in ("class_labels_", "fallback_classes_", "offset_"):
+        got, expected = getattr(loaded, name), getattr(fitted, name)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    assert loaded.n_features_in_ == fitted.n_features_in_ == 17
+    params = loaded.get_params(deep=False)
+    expected = fitted.get_params(deep=False)
+    assert net_params(params.pop("reconstructor")) == net_params(
+        expected.pop("reconstructor")
+    )
+    assert params == expected
+
+
+def test_loaded_reconstructors_match_the_originals(fitted, saved):
+    loaded = load(saved)
+    assert len(loaded.reconstructors_) == len(fitted.reconstructors_) == 3
+    for got, expected in zip(
+        loaded.reconstructors_, fitted.reconstructors_, strict=True
+    ):
+        assert type(got.module_) is type(expected.module_)
+        got_state, expected_state = (
+            got.module_.state_dict(),
+            expected.module_.state_dict(),
+        )
+        assert list(got_state) == list(expected_state)
+        for key in expected_state:
+            assert torch.equal(got_state[key], expected_state[key])
+        assert net_params(got) == net_params(expected)
+
+
+def test_file_layout(fitted, saved):
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.namelist() == ["skadv.json", "weights.safetensors"]
+        document = json.loads(archive.read("skadv.json"))
+        tensors = safetensors_load(archive.read("weights.safetensors"))
+    assert document["format"] == "skadv-detector"
+    assert document["format_version"] == 1
+    assert document["skadv_version"] == __version__
+    estimator = document["estimator"]
+    assert estimator["type"] == "ExplanationReconstructionDetector"
+    assert estimator["params"]["contamination"] == 0.05
+    assert estimator["params"]["reconstructor"]["module"]["name"] == "MLPAutoencoder"
+    assert estimator["params"]["reconstructor"]["params"]["criterion"] == "MSELoss"
+    assert estimator["params"]["reconstructor"]["params"]["optimizer"] == "Adam"
+    offsets = estimator["fitted"]["offset_"]["__ndarray__"]["data"]
+    assert [float.fromhex(x) for x in offsets] == fitted.offset_.tolist()
+    assert sorted(document["sha256"]) == ["skadv.json", "weights.safetensors"]
+    # Weights on the CPU, named after the reconstructor and its state_dict key.
+    assert tensors["reconstructor.2.encoder.0.weight"].device.type == "cpu"
+    np.testing.assert_array_equal(
+        tensors["reconstructor.2.encoder.0.weight"].numpy(),
+        fitted.reconstructors_[2].module_.encoder[0].weight.detach().numpy(),
+    )
+    assert len(tensors) == 3 * 4  # 3 autoencoders of 2 linear layers
+
+
+def test_saving_twice_gives_the_same_bytes_and_leaves_no_temporary_file(
+    fitted, saved, tmp_path
+):
+    path = tmp_path / "again.skadv"
+    save(fitted, path)
+    save(fitted, path)  # replaces the file
+    assert path.read_bytes() == saved.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["again.skadv"]
+
+
+def test_a_failed_save_leaves_the_old_file_alone(maps, fitted, tmp_path):
+    benign, _ = maps
+    path = tmp_path / "detector.skadv"
+    save(fitted, path)
+    before = path.read_bytes()
+    unsaveable = detector(random_state=np.random.RandomState(0)).fit(benign)
+    with pytest.raises(ValueError, match="Cannot save parameter 'random_state'"):
+        save(unsaveable, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["detector.skadv"]
+
+
+def test_pipeline_round_trip_is_bit_identical(digits, pipeline, tmp_path):
+    model, X = digits
+    save(pipeline, tmp_path / "pipeline.skadv")
+    loaded = load(tmp_path / "pipeline.skadv", model=model)
+    assert [name for name, _ in loaded.steps] == [name for name, _ in pipeline.steps]
+    transformer = loaded[0]
+    assert transformer.model is model and transformer.module_ is model
+    assert transformer.input_shape_ == (1, 8, 8)
+    assert transformer.get_params() == pipeline[0].get_params()
+    np.testing.assert_array_equal(
+        transformer.transform(X[500:600]), pipeline[0].transform(X[500:600])
+    )
+    for method in ("decision_function", "score_samples", "predict"):
+        np.testing.assert_array_equal(
+            getattr(loaded, method)(X[500:800]), getattr(pipeline, method)(X[500:800])
+        )
+
+
+def test_pipeline_file_needs_the_model(pipeline, tmp_path):
+    path = tmp_path / "pipeline.skadv"
+    save(pipeline, path)
+    msg = (
+        f"{path} holds a Pipeline whose ExplanationTransformer explains the "
+        "predictions of your torch classifier, whose weights a skadv file does not "
+        "store: pass the trained classifier: load(path, model=model)."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_detector_file_needs_no_model(saved, digits):
+    msg = (
+        f"{saved} holds an ExplanationReconstructionDetector, which needs no "
+        "model: model= is for pipeline files only."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(saved, model=digits[0])
+
+
+def test_another_model_at_load_time_is_flagged(pipeline, tmp_path):
+    path = tmp_path / "pipeline.skadv"
+    save(pipeline, path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        other = DigitsCNN()
+    msg = (
+        f"The model passed to load differs from the one {path} was saved with "
+        "(the SHA-256 of its state_dict differs)"
+    )
+    with pytest.warns(UserWarning, match=re.escape(msg)):
+        loaded = load(path, model=other)
+    assert loaded[0].module_ is other
+
+
+def test_a_model_that_does_not_fit_the_saved_shape_fails_at_load(pipeline, tmp_path):
+    path = tmp_path / "pipeline.skadv"
+    save(pipeline, path)
+    wrong = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(10, 3))
+    with pytest.warns(UserWarning, match="The model passed to load differs"):
+        with pytest.raises(
+            ValueError, match=re.escape("model failed on inputs of shape (1, 8, 8)")
+        ):
+            load(path, model=wrong)
+
+
+LOAD_AND_SCORE = """
+import sys
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from skadv._persistence import load
+from skadv.models import DigitsCNN
+
+torch.set_num_threads(1)
+detector_path, pipeline_path, weights_path, maps_path, X_path, out = sys.argv[1:]
+model = DigitsCNN()
+model.load_state_dict(load_file(weights_path))
+np.savez(
+    out,
+    detector=load(detector_path).decision_function(np.load(maps_path)),
+    pipeline=load(pipeline_path, model=model).decision_function(np.load(X_path)),
+)
+"""
+
+
+def test_round_trip_in_a_fresh_process(maps, fitted, saved, digits, pipeline, tmp_path):
+    benign, odd = maps
+    model, X = digits
+    maps_X, digits_X = np.vstack([benign, odd]), X[500:700]
+    save(pipeline, tmp_path / "pipeline.skadv")
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    np.save(tmp_path / "maps.npy", maps_X)
+    np.save(tmp_path / "X.npy", digits_X)
+    files = ["pipeline.skadv", "model.safetensors", "maps.npy", "X.npy", "out.npz"]
+    subprocess.run(
+        [sys.executable, "-c", LOAD_AND_SCORE, str(saved)]
+        + [str(tmp_path / name) for name in files],
+        check=True,
+    )
+    with np.load(tmp_path / "out.npz") as scores:
+        np.testing.assert_array_equal(
+            scores["detector"], fitted.decision_function(maps_X)
+        )
+        np.testing.assert_array_equal(
+            scores["pipeline"], pipeline.decision_function(digits_X)
+        )
+
+
+def test_convolutional_reconstructor_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    maps = (rng.random((30, 36)) < 0.2).astype(np.float32)
+    X = np.column_stack([np.zeros(30), maps]).astype(np.float32)
+    net = make_reconstructor(
+        ConvAutoencoder,
+        module__input_shape=(6, 6),
+        module__channels=(4, 8),
+        train_split=ValidSplit(3),  # skorch's default kind of split
+        **FAST,
+    )
+    original = detector(reconstructor=net, min_class_size=1).fit(X)
+    save(original, tmp_path / "conv.skadv")
+    loaded = load(tmp_path / "conv.skadv")
+    assert isinstance(loaded.reconstructors_[0].module_, ConvAutoencoder)
+    assert loaded.reconstructor.module__input_shape == (6, 6)  # a tuple again
+    assert loaded.reconstructor.train_split.cv == 3
+    assert_same_scores(loaded, original, X)
+
+
+class TinyAutoencoder(torch.nn.Module):
+    """A user's own reconstructor, which the loader must be given explicitly."""
+
+    def __init__(self, n_features, width=3):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(n_features, width), torch.nn.Linear(width, n_features)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_a_custom_module_loads_only_when_registered(maps, tmp_path):
+    benign, odd = maps
+    net = make_reconstructor(TinyAutoencoder, module__width=4, **FAST)
+    original = detector(reconstructor=net).fit(benign)
+    path = tmp_path / "custom.skadv"
+    save(original, path)
+    msg = (
+        f"{path} uses the reconstructor module 'TinyAutoencoder' (saved from "
+        "test_persistence.TinyAutoencoder), which is not one of skadv's: pass the "
+        "class to load if you trust it, e.g. load(path, modules={'TinyAutoencoder': "
+        "TinyAutoencoder})."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+    loaded = load(path, modules={"TinyAutoencoder": TinyAutoencoder})
+    assert type(loaded.reconstructors_[0].module_) is TinyAutoencoder
+    assert_same_scores(loaded, original, np.vstack([benign, odd]))
+
+
+def test_modules_must_map_names_to_module_classes(saved):
+    with pytest.raises(TypeError, match="modules must map class names"):
+        load(saved, modules={"TinyAutoencoder": TinyAutoencoder(3)})
+
+
+def test_fallback_reconstructor_round_trip(maps, tmp_path):
+    benign, odd = maps
+    small = benign[benign[:, 0] == 0][:4] + np.r_[7, np.zeros(16)].astype(np.float32)
+    original = detector(min_class_size=5, unseen_class="fallback").fit(
+        np.vstack([benign, small])
+    )
+    np.testing.assert_array_equal(original.fallback_classes_, [7])
+    save(original, tmp_path / "fallback.skadv")
+    loaded = load(tmp_path / "fallback.skadv")
+    unseen = odd.copy()
+    unseen[::2, 0] = 9  # a class never seen at fit time
+    assert_same_scores(loaded, original, np.vstack([small, odd, unseen]))
+
+
+def test_single_default_reconstructor(maps, tmp_path):
+    benign, odd = maps
+    original = ExplanationReconstructionDetector(class_column=None, random_state=0)
+    original.fit(benign[:, 1:])
+    save(original, tmp_path / "single.skadv")
+    loaded = load(tmp_path / "single.skadv")
+    assert loaded.reconstructor is None and loaded.class_labels_.size == 0
+    assert_same_scores(loaded, original, odd[:, 1:])
+
+
+def test_feature_names_round_trip(maps, tmp_path):
+    benign, odd = maps
+    columns = ["predicted_class"] + [f"explanation{i}" for i in range(16)]
+    original = detector(reconstructor=make_reconstructor(max_epochs=1))
+    original.fit(pd.DataFrame(benign, columns=columns))
+    save(original, tmp_path / "named.skadv")
+    loaded = load(tmp_path / "named.skadv")
+    assert loaded.feature_names_in_.dtype == object
+    assert loaded.feature_names_in_.tolist() == columns
+    assert_same_scores(loaded, original, pd.DataFrame(odd, columns=columns))
+    with pytest.raises(ValueError, match="The feature names should match"):
+        loaded.predict(pd.DataFrame(odd, columns=columns[::-1]))
+
+
+def test_loading_leaves_torch_random_state_alone(saved):
+    state = torch.random.get_rng_state()
+    load(saved)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_file_saved_for_cuda_loads_on_the_cpu(maps, fitted, saved, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("tests the fallback of machines without CUDA")
+    benign, _ = maps
+    path = tmp_path / "gpu.skadv"
+    path.write_bytes(saved.read_bytes())
+
+    def on_cuda(document):  # as written by save on a GPU machine
+        document["estimator"]["params"]["device"] = "cuda"
+        for net in document["estimator"]["reconstructors"]:
+            net["params"]["device"] = "cuda"
+
+    rewrite(path, on_cuda)
+    msg = (
+        f"{path} was saved for CUDA (device='cuda', reconstructors_[0].device='cuda', "
+        "reconstructors_[1].device='cuda', reconstructors_[2].device='cuda') but "
+        "CUDA is not available on this machine: loaded onto the CPU instead."
+    )
+    with pytest.warns(UserWarning, match=re.escape(msg)):
+        loaded = load(path)
+    assert loaded.device == "cpu"
+    assert {net.device for net in loaded.reconstructors_} == {"cpu"}
+    np.testing.assert_array_equal(
+        loaded.decision_function(benign), fitted.decision_function(benign)
+    )
+
+
+# --------------------------------------------------------------------------
+# What save refuses
+
+
+def test_save_needs_a_fitted_estimator(tmp_path):
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        save(detector(), tmp_path / "unfitted.skadv")
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_needs_a_fitted_pipeline(digits, tmp_path):
+    pipe = make_pipeline(ExplanationTransformer(digits[0]), detector())
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        save(pipe, tmp_path / "unfitted.skadv")
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [IsolationForest(), make_pipeline(detector())],
+    ids=["IsolationForest", "Pipeline"],
+)
+def test_save_refuses_other_estimators(estimator, tmp_path):
+    msg = (
+        "save stores a fitted ExplanationReconstructionDetector, or a fitted "
+        "Pipeline of an ExplanationTransformer then an "
+        f"ExplanationReconstructionDetector; got {type(estimator).__name__}."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(estimator, tmp_path / "other.skadv")
+
+
+class CountEpochs(Callback):
+    pass
+
+
+def test_callbacks_are_refused_with_a_pointer_to_joblib(maps, tmp_path):
+    benign, _ = maps
+    net = make_reconstructor(callbacks=[CountEpochs()], **FAST)
+    fitted = detector(reconstructor=net).fit(benign)
+    msg = (
+        "Cannot save parameter 'reconstructor__callbacks' = [<test_persistence."
+        "CountEpochs object at 0x"
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)) as error:
+        save(fitted, tmp_path / "callbacks.skadv")
+    assert str(error.value).endswith(
+        ": a skadv file stores only JSON values (numbers, strings, booleans, None, "
+        "lists, tuples, dicts), numeric or string arrays and torch CPU generators, "
+        "so that loading it never runs code. Set reconstructor__callbacks to such a "
+        "value, or save with joblib for files from trusted sources only (unpickling "
+        "runs code)."
+    )
+
+
+class MyLoss(torch.nn.MSELoss):
+    pass
+
+
+def test_criterion_outside_torch_nn_is_refused(maps, tmp_path):
+    benign, _ = maps
+    fitted = detector(reconstructor=make_reconstructor(criterion=MyLoss, **FAST))
+    fitted.fit(benign)
+    msg = (
+        "Cannot save parameter 'reconstructor__criterion' = <class "
+        "'test_persistence.MyLoss'>: a skadv file stores only a loss class of "
+        "torch.nn (by name) for criterion, so that loading it never runs code."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(fitted, tmp_path / "loss.skadv")
+
+
+def test_non_json_method_params_are_named_with_their_step(digits, tmp_path):
+    model, X = digits
+    pipe = make_pipeline(
+        ExplanationTransformer(
+            model, method="integrated_gradients", method_params={"baselines": 0.5}
+        ),
+        detector(reconstructor=make_reconstructor(max_epochs=1), min_class_size=1),
+    ).fit(X[:40])
+    save(pipe, tmp_path / "ig.skadv")  # a float baseline is JSON
+    loaded = load(tmp_path / "ig.skadv", model=model)
+    assert loaded[0].method_params == {"baselines": 0.5}
+    pipe[0].set_params(method_params={"baselines": torch.zeros(1, 1, 8, 8)})
+    msg = "Cannot save parameter 'explanationtransformer__method_params' = {'baselines'"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(pipe, tmp_path / "ig.skadv")
+
+
+# --------------------------------------------------------------------------
+# What load refuses
+
+
+def test_not_a_zip(tmp_path):
+    path = tmp_path / "notes.skadv"
+    path.write_text("hello")
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path} is not a skadv file: not a zip archive.")
+    ):
+        load(path)
+
+
+def test_a_pickle_archive_is_not_a_skadv_file_and_is_never_unpickled(tmp_path):
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:  # the layout of a torch.save file
+        archive.writestr("archive/data.pkl", b"\x80\x04cos\nsystem\n.")
+    msg = (
+        f"{path} is not a skadv file: the archive holds no skadv.json and "
+        "weights.safetensors."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_a_pickle_in_place_of_the_weights_is_never_unpickled(saved, tmp_path):
+    path = tmp_path / "forged.skadv"
+    path.write_bytes(saved.read_bytes())
+    payload = b"\x80\x04\x95\x1c\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system"
+    rewrite(path, weights=payload)  # checksums recomputed by the forger
+    msg = f"{path} is not a skadv file: weights.safetensors is not a safetensors file."
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_a_json_that_is_not_a_skadv_description(saved, tmp_path):
+    path = tmp_path / "other.skadv"
+    path.write_bytes(saved.read_bytes())
+    rewrite(path, lambda document: document.update(format="something-else"))
+    msg = f"{path} is not a skadv file: skadv.json does not describe a skadv-detector."
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_a_newer_format_version_asks_for_an_upgrade(saved, tmp_path):
+    path = tmp_path / "future.skadv"
+    path.write_bytes(saved.read_bytes())
+    rewrite(
+        path, lambda document: document.update(format_version=2, skadv_version="9.0")
+    )
+    msg = (
+        f"{path} was written by skadv 9.0 with format version 2; this skadv reads "
+        "format version 1: upgrade skadv."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_a_flipped_byte_in_the_weights_is_caught(saved, tmp_path):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as archive:
+        weights = archive.read("weights.safetensors")
+    start = bytes(data).find(weights)  # stored uncompressed
+    assert start > 0
+    data[start + len(weights) - 7] ^= 0x01  # a bit of the last weight
+    path = tmp_path / "flipped.skadv"
+    path.write_bytes(bytes(data))
+    msg = (
+        f"{path} has been modified or corrupted: checksum mismatch in "
+        "weights.safetensors."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_modified_weights_in_a_valid_zip_are_caught(saved, tmp_path):
+    path = tmp_path / "modified.skadv"
+    path.write_bytes(saved.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        weights = bytearray(archive.read("weights.safetensors"))
+    weights[-7] ^= 0x01
+    rewrite(path, weights=bytes(weights), fix_checksums=False)  # fresh zip CRCs
+    msg = (
+        f"{path} has been modified or corrupted: checksum mismatch in "
+        "weights.safetensors."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_an_edited_json_is_caught(saved, tmp_path):
+    path = tmp_path / "edited.skadv"
+    path.write_bytes(saved.read_bytes())
+
+    def lower_threshold(document):
+        document["estimator"]["params"]["contamination"] = 0.01
+
+    rewrite(path, lower_threshold, fix_checksums=False)
+    msg = f"{path} has been modified or corrupted: checksum mismatch in skadv.json."
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (
+            lambda d: d["estimator"].update(type="IsolationForest"),
+            "ValueError: unknown estimator type 'IsolationForest'",
+        ),
+        (
+            lambda d: d["estimator"]["reconstructors"][0]["params"].update(
+                criterion="Module"
+            ),
+            "ValueError: criterion 'Module' is not a loss class of torch.nn",
+        ),
+        (
+            lambda d: d["estimator"]["reconstructors"][0]["params"].update(
+                optimizer="os.system"
+            ),
+            "ValueError: optimizer 'os.system' is not an optimizer of torch.optim",
+        ),
+        (
+            lambda d: d["estimator"]["fitted"].update(predict=1),
+            "ValueError: refusing to set attribute 'predict'",
+        ),
+        (
+            lambda d: d["estimator"]["fitted"].update(__dict__={}),
+            "ValueError: refusing to set attribute '__dict__'",
+        ),
+        (
+            lambda d: d["estimator"]["fitted"]["offset_"]["__ndarray__"].update(
+                dtype="complex128"
+            ),
+            "ValueError: unsupported array dtype 'complex128'",
+        ),
+        (
+            lambda d: d["estimator"]["reconstructors"][1]["params"].update(
+                module__hidden=5
+            ),
+            "ValueError: the weights of reconstructor 1 do not fit its module",
+        ),
+    ],
+    ids=["type", "criterion", "optimizer", "method", "dunder", "dtype", "shape"],
+)
+def test_a_forged_description_is_refused(saved, tmp_path, edit, error):
+    path = tmp_path / "forged.skadv"
+    path.write_bytes(saved.read_bytes())
+    rewrite(path, edit)  # with valid checksums: only the content is wrong
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path} is not a valid skadv file: {error}")
+    ):
+        load(path)
