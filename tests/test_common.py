@@ -35,6 +35,9 @@ class DetectorIgnoringY(ExplanationReconstructionDetector):
     def fit(self, X, y=None):
         return super().fit(X)
 
+    def partial_fit(self, X, y=None, classes=None):
+        return super().partial_fit(X, classes=classes)
+
 
 def _make_model():
     with torch.random.fork_rng():
