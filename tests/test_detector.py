@@ -434,3 +434,11 @@ def test_partial_fit_needs_the_classes_up_front(maps):
         det.predict(benign[benign[:, 0] == 1][:3])
     shared = detector(class_column=None).partial_fit(benign[:, 1:])
     assert shared.fallback_index_ == 0 and shared.n_samples_seen_[0] == len(benign)
+
+
+def test_verbose_shows_progress(maps, capsys):
+    benign, _ = maps
+    detector(verbose=1).fit(benign)
+    assert "autoencoders: 100%" in capsys.readouterr().err
+    detector(verbose=2).fit(benign[benign[:, 0] == 0])
+    assert "train_loss" in capsys.readouterr().out  # skorch's epoch log
