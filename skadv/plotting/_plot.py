@@ -444,7 +444,7 @@ class ReconstructionErrorDisplay:
             # offset_ is aligned with reconstructors_: the classes with an
             # autoencoder of their own first, the shared fallback (if any) last.
             own = {int(c): i for i, c in enumerate(final.class_labels_)}
-            shared = len(final.offset_) - 1
+            shared = getattr(final, "fallback_index_", len(final.offset_) - 1)
             thresholds = {
                 int(c): float(-final.offset_[own.get(int(c), shared)])
                 for c in np.unique(classes)
