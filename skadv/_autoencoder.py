@@ -33,6 +33,7 @@ class MLPAutoencoder(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(hidden, n_features), nn.Sigmoid())
 
     def forward(self, x):
+        """Reconstruct flat maps of shape (n_samples, n_features)."""
         return self.decoder(self.encoder(x))
 
 
@@ -84,6 +85,7 @@ class ConvAutoencoder(nn.Module):
         )
 
     def forward(self, x):
+        """Reconstruct flat maps of shape (n_samples, prod(input_shape))."""
         n = x.shape[0]
         images = x.reshape(n, *self.input_shape)
         out = self.decoder(self.encoder(images))
@@ -106,7 +108,7 @@ def make_reconstructor(module=MLPAutoencoder, **params):
         The autoencoder class; it maps flat maps to flat reconstructions.
 
     **params : dict
-        skorch parameters, e.g. ``module__hidden=32`` or ``max_epochs=5``.
+        Skorch parameters, e.g. ``module__hidden=32`` or ``max_epochs=5``.
 
     Returns
     -------

@@ -16,8 +16,8 @@ from sklearn.utils import check_array, check_consistent_length, column_or_1d
 
 from skadv._torch_utils import resolve_device, seed_from_random_state, torch_seed
 
-# The names accepted by ``make_adversarial(attack=...)``, in the order of Ko & Lim's
-# tables: four L-infinity gradient attacks, then two L2 attacks.
+#: The names accepted by ``make_adversarial(attack=...)``, in the order of Ko & Lim's
+#: tables: four L-infinity gradient attacks, then two L2 attacks.
 ATTACKS = ("fgsm", "bim", "mim", "pgd", "cw", "deepfool")
 
 

@@ -172,6 +172,9 @@ roc_auc_scorer.__doc__ = (
 )
 
 detection_accuracy_scorer = make_scorer(detection_accuracy)
+detection_accuracy_scorer.__doc__ = (
+    """Scorer of :func:`detection_accuracy` from ``predict`` (+1/-1 labels)."""
+)
 
 
 def detection_scorers(fpr=0.05):

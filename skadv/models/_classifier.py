@@ -170,7 +170,7 @@ def make_classifier(module, *, random_state=None, **params):
         without touching torch's global generator. None leaves torch unseeded.
 
     **params : dict
-        skorch parameters overriding the defaults, e.g. ``max_epochs=3``,
+        Skorch parameters overriding the defaults, e.g. ``max_epochs=3``,
         ``module__n_classes=10``, ``device="cuda"``.
 
     Returns
@@ -226,7 +226,7 @@ def make_mnist_classifier(*, random_state=None, **params):
         Seeds torch while fitting, without touching its global generator.
 
     **params : dict
-        skorch parameters overriding the defaults (see
+        Skorch parameters overriding the defaults (see
         :func:`make_classifier`).
 
     Returns
@@ -264,7 +264,7 @@ def make_digits_classifier(*, random_state=None, **params):
         Seeds torch while fitting, without touching its global generator.
 
     **params : dict
-        skorch parameters overriding the defaults (see
+        Skorch parameters overriding the defaults (see
         :func:`make_classifier`).
 
     Returns

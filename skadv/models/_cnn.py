@@ -74,6 +74,7 @@ class MnistCNN(nn.Module):
         Returns
         -------
         logits : torch.Tensor of shape (n_samples, n_classes)
+            Unnormalised class scores.
         """
         x = _as_images(x, self.input_shape)
         x = self.relu1(self.conv(x))
@@ -142,6 +143,7 @@ class DigitsCNN(nn.Module):
         Returns
         -------
         logits : torch.Tensor of shape (n_samples, n_classes)
+            Unnormalised class scores.
         """
         x = _as_images(x, self.input_shape)
         x = self.relu1(self.conv1(x))
