@@ -452,7 +452,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self.offset_ = np.full(len(keep), np.nan)
         self._fitted_with = (self.metric, self.class_column)
 
-    def _errors(self, net, maps):
+    def _reconstruct_with(self, net, maps):
         # skorch's data loader draws a seed from torch's global generator even
         # without shuffling: keep scoring from moving the caller's random stream.
         with torch.random.fork_rng(devices=[]):
@@ -463,7 +463,12 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
                 "its training diverged. Lower the reconstructor's lr or check its "
                 "module."
             )
-        return reconstruction_errors(maps, reconstructed, self.metric)
+        return reconstructed
+
+    def _errors(self, net, maps):
+        return reconstruction_errors(
+            maps, self._reconstruct_with(net, maps), self.metric
+        )
 
     def _route(self, classes):
         """Index into ``reconstructors_`` of each row's autoencoder."""
@@ -501,7 +506,8 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
                 "the fitted values: refit the detector."
             )
 
-    def _scores_and_route(self, X):
+    def _maps_and_route(self, X):
+        """Validated maps and the index of each row's autoencoder."""
         check_is_fitted(self)
         self._check_fitted_with()
         X = validate_data(self, X, dtype=np.float32, reset=False)
@@ -521,11 +527,36 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
                 "not been trained on any row yet: feed partial_fit rows of these "
                 "classes first."
             )
-        errors = np.empty(X.shape[0], dtype=np.float64)
+        return maps, route
+
+    def _scores_and_route(self, X):
+        maps, route = self._maps_and_route(X)
+        errors = np.empty(maps.shape[0], dtype=np.float64)
         for i in np.unique(route):
             rows = route == i
             errors[rows] = self._errors(self.reconstructors_[i], maps[rows])
         return errors, route
+
+    def reconstruct(self, X):
+        """Each row's map as its class's autoencoder reconstructs it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows of ``ExplanationTransformer`` output.
+
+        Returns
+        -------
+        reconstructed : ndarray of shape (n_samples, n_features - 1)
+            The reconstructed maps (without the class column), float32;
+            ``n_features`` columns when ``class_column`` is None.
+        """
+        maps, route = self._maps_and_route(X)
+        out = np.empty(maps.shape, dtype=np.float32)
+        for i in np.unique(route):
+            rows = route == i
+            out[rows] = self._reconstruct_with(self.reconstructors_[i], maps[rows])
+        return out
 
     def reconstruction_error(self, X):
         """Reconstruction error of each row's map: higher means more adversarial.

@@ -442,3 +442,15 @@ def test_verbose_shows_progress(maps, capsys):
     assert "autoencoders: 100%" in capsys.readouterr().err
     detector(verbose=2).fit(benign[benign[:, 0] == 0])
     assert "train_loss" in capsys.readouterr().out  # skorch's epoch log
+
+
+def test_reconstruct_gives_the_maps_behind_the_errors(maps, fitted):
+    benign, odd = maps
+    X = np.vstack([benign, odd])
+    reconstructed = fitted.reconstruct(X)
+    assert reconstructed.shape == (len(X), 16) and reconstructed.dtype == np.float32
+    np.testing.assert_allclose(
+        reconstruction_errors(X[:, 1:], reconstructed),
+        fitted.reconstruction_error(X),
+        rtol=1e-6,
+    )
