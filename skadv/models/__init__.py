@@ -5,6 +5,7 @@ gradient-based explanations (guided backpropagation, DeepLift) can hook them.
 """
 
 from skadv.models._classifier import (
+    SeededNeuralNetClassifier,
     make_classifier,
     make_digits_classifier,
     make_mnist_classifier,
@@ -14,6 +15,7 @@ from skadv.models._cnn import DigitsCNN, MnistCNN
 __all__ = [
     "DigitsCNN",
     "MnistCNN",
+    "SeededNeuralNetClassifier",
     "make_classifier",
     "make_digits_classifier",
     "make_mnist_classifier",

@@ -55,7 +55,7 @@ class SeededNeuralNetClassifier(NeuralNetClassifier):
     >>> import torch
     >>> from skadv.datasets import load_digits
     >>> from skadv.models import DigitsCNN
-    >>> from skadv.models._classifier import SeededNeuralNetClassifier
+    >>> from skadv.models import SeededNeuralNetClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> net = SeededNeuralNetClassifier(
     ...     DigitsCNN, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
