@@ -68,13 +68,17 @@ _ATTRIBUTE = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
 # Tags of the values that plain JSON has no type for.
 _TUPLE, _FLOAT = "__tuple__", "__float__"
 _ARRAY, _GENERATOR = "__ndarray__", "__torch_generator__"
-_TAGS = (_TUPLE, _FLOAT, _ARRAY, _GENERATOR)
+_DEVICE = "__torch_device__"
+_TAGS = (_TUPLE, _FLOAT, _ARRAY, _GENERATOR, _DEVICE)
 _JSON_VALUES = (
     "JSON values (numbers, strings, booleans, None, lists, tuples, dicts), "
-    "numeric or string arrays and torch CPU generators"
+    "numeric or string arrays, torch devices and torch CPU generators"
 )
 # Fitted attributes rebuilt on load rather than read from the file.
-_REBUILT = {"reconstructors_", "module_", "device_"}
+_REBUILT = {
+    ExplanationReconstructionDetector: {"reconstructors_"},
+    ExplanationTransformer: {"module_", "device_"},
+}
 
 _SUPPORTED = (
     "save stores a fitted ExplanationReconstructionDetector, or a fitted Pipeline of "
@@ -123,7 +127,7 @@ def _encode(value):
         value = float(value)
         return value if math.isfinite(value) else {_FLOAT: repr(value)}
     if isinstance(value, torch.device):
-        return str(value)
+        return {_DEVICE: str(value)}
     if isinstance(value, np.ndarray) and _storable_array(value):
         return {_ARRAY: _array_to_json(value)}
     if isinstance(value, torch.Generator) and value.device.type == "cpu":
@@ -152,6 +156,11 @@ def _from_json(value):
         return float(value[_FLOAT])
     if list(value) == [_ARRAY]:
         return _array_from_json(value[_ARRAY])
+    if list(value) == [_DEVICE]:
+        try:
+            return torch.device(value[_DEVICE])
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"invalid torch.device {value[_DEVICE]!r}") from exc
     if list(value) == [_GENERATOR]:
         state = bytearray.fromhex(value[_GENERATOR])
         generator = torch.Generator()
@@ -202,7 +211,7 @@ def _describe_attributes(estimator, prefix):
     return {
         name: _to_json(value, prefix + name, kind="fitted attribute")
         for name, value in sorted(vars(estimator).items())
-        if name not in params and name not in _REBUILT
+        if name not in params and name not in _REBUILT[type(estimator)]
     }
 
 
@@ -215,7 +224,7 @@ def _set_attributes(estimator, attributes):
             not _ATTRIBUTE.fullmatch(name)
             or name.endswith("__")
             or name in params
-            or name in _REBUILT
+            or name in _REBUILT[type(estimator)]
             or hasattr(type(estimator), name)
         ):
             raise ValueError(f"refusing to set attribute {name!r}")
@@ -601,7 +610,7 @@ def _cpu_if_no_cuda(device, moved, name):
     except (RuntimeError, TypeError):
         return device  # left to the estimators' own validation
     if on_cuda:
-        moved.append(f"{name}={device!r}")
+        moved.append(f"{name}={str(device)!r}")
         return "cpu"
     return device
 
@@ -615,7 +624,14 @@ def _reading(path):
     """
     try:
         yield
-    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+    except (
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        ValueError,
+        RuntimeError,  # torch refusing a module's description
+    ) as exc:
         raise ValueError(
             f"{path} is not a valid skadv file: {type(exc).__name__}: {exc}"
         ) from exc
@@ -753,7 +769,9 @@ def load(path, *, model=None, modules=None):
     a CUDA ``device`` is then replaced by ``"cpu"`` with a ``UserWarning``.
 
     The loaded estimator is fitted: it scores exactly as the saved one did.
-    The reconstructors' training history and optimizer state are not stored.
+    The reconstructors' training history and optimizer state (Adam's moments)
+    are not stored: ``partial_fit`` on a loaded detector goes on with fresh
+    optimizer state.
 
     Parameters
     ----------

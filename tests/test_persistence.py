@@ -380,7 +380,7 @@ def test_a_custom_module_loads_only_when_registered(maps, tmp_path):
     save(original, path)
     msg = (
         f"{path} uses the reconstructor module 'TinyAutoencoder' (saved from "
-        "test_persistence.TinyAutoencoder), which is not one of skadv's: pass the "
+        f"{__name__}.TinyAutoencoder), which is not one of skadv's: pass the "
         "class to load if you trust it, e.g. load(path, modules={'TinyAutoencoder': "
         "TinyAutoencoder})."
     )
@@ -399,12 +399,13 @@ def test_modules_must_map_names_to_module_classes(saved):
 def test_fallback_reconstructor_round_trip(maps, tmp_path):
     benign, odd = maps
     small = benign[benign[:, 0] == 0][:4] + np.r_[7, np.zeros(16)].astype(np.float32)
-    original = detector(min_class_size=5, unseen_class="fallback").fit(
-        np.vstack([benign, small])
-    )
+    original = detector(
+        min_class_size=5, unseen_class="fallback", device=torch.device("cpu")
+    ).fit(np.vstack([benign, small]))
     np.testing.assert_array_equal(original.fallback_classes_, [7])
     save(original, tmp_path / "fallback.skadv")
     loaded = load(tmp_path / "fallback.skadv")
+    assert loaded.device == torch.device("cpu")  # a device again, not a string
     unseen = odd.copy()
     unseen[::2, 0] = 9  # a class never seen at fit time
     assert_same_scores(loaded, original, np.vstack([small, odd, unseen]))
@@ -507,15 +508,16 @@ def test_callbacks_are_refused_with_a_pointer_to_joblib(maps, tmp_path):
     net = make_reconstructor(callbacks=[CountEpochs()], **FAST)
     fitted = detector(reconstructor=net).fit(benign)
     msg = (
-        "Cannot save parameter 'reconstructor__callbacks' = [<test_persistence."
-        "CountEpochs object at 0x"
+        "Cannot save parameter 'reconstructor__callbacks' = "
+        f"[<{__name__}.CountEpochs object at 0x"
     )
     with pytest.raises(ValueError, match=re.escape(msg)) as error:
         save(fitted, tmp_path / "callbacks.skadv")
     assert str(error.value).endswith(
         ": a skadv file stores only JSON values (numbers, strings, booleans, None, "
-        "lists, tuples, dicts), numeric or string arrays and torch CPU generators, "
-        "so that loading it never runs code. Set reconstructor__callbacks to such a "
+        "lists, tuples, dicts), numeric or string arrays, torch devices and torch "
+        "CPU generators, so that loading it never runs code. Set "
+        "reconstructor__callbacks to such a "
         "value, or save with joblib for files from trusted sources only (unpickling "
         "runs code)."
     )
@@ -531,7 +533,7 @@ def test_criterion_outside_torch_nn_is_refused(maps, tmp_path):
     fitted.fit(benign)
     msg = (
         "Cannot save parameter 'reconstructor__criterion' = <class "
-        "'test_persistence.MyLoss'>: a skadv file stores only a loss class of "
+        f"'{__name__}.MyLoss'>: a skadv file stores only a loss class of "
         "torch.nn (by name) for criterion, so that loading it never runs code."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
@@ -697,8 +699,23 @@ def test_an_edited_json_is_caught(saved, tmp_path):
             ),
             "ValueError: the weights of reconstructor 1 do not fit its module",
         ),
+        (
+            lambda d: d["estimator"]["reconstructors"][0]["params"].update(
+                module__hidden=-5
+            ),
+            "RuntimeError: Trying to create tensor with negative dimension",
+        ),
     ],
-    ids=["type", "criterion", "optimizer", "method", "dunder", "dtype", "shape"],
+    ids=[
+        "type",
+        "criterion",
+        "optimizer",
+        "method",
+        "dunder",
+        "dtype",
+        "shape",
+        "negative",
+    ],
 )
 def test_a_forged_description_is_refused(saved, tmp_path, edit, error):
     path = tmp_path / "forged.skadv"
