@@ -19,6 +19,7 @@ from skadv._autoencoder import (
 from skadv._classifier import DetectorClassifier
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._explain import ExplanationTransformer
+from skadv._persistence import load, save
 
 __all__ = [
     "ConvAutoencoder",
@@ -27,5 +28,7 @@ __all__ = [
     "ExplanationTransformer",
     "MLPAutoencoder",
     "__version__",
+    "load",
     "make_reconstructor",
+    "save",
 ]

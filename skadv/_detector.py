@@ -263,16 +263,29 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    def _validate(self, X, *, reset):
+        # float64 values beyond float32's range become inf in the cast, which
+        # validate_data then names; numpy's own cast warning adds nothing.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return validate_data(self, X, dtype=np.float32, reset=reset)
+
     def _split(self, X):
         """Split validated rows into (class labels or None, flat maps)."""
         if self.class_column is None:
-            return None, X
+            # torch warns on read-only arrays (every pandas>=3 DataFrame's).
+            return None, X if X.flags.writeable else X.copy()
         if self.class_column >= X.shape[1] or X.shape[1] < 2:
             raise ValueError(
                 f"class_column={self.class_column} is out of range for X with "
                 f"{X.shape[1]} columns (one class column plus at least one map value)."
             )
         column = X[:, self.class_column]
+        if np.abs(column).max(initial=0) >= 2.0**63:
+            raise ValueError(
+                f"class_column={self.class_column} must hold integer class labels; "
+                f"found values beyond the int64 range such as "
+                f"{float(column[np.abs(column) >= 2.0**63][0])!r}."
+            )
         if not np.array_equal(column, np.round(column)):
             bad = float(column[column != np.round(column)][0])
             raise ValueError(
@@ -303,7 +316,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self : object
             The fitted detector.
         """
-        X = validate_data(self, X, dtype=np.float32)
+        X = self._validate(X, reset=True)
         if y is not None:
             X = X[check_detection_labels(y, X.shape[0])]
         if X.shape[0] == 0:
@@ -399,7 +412,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             self._validate_params()
         else:
             self._check_fitted_with()
-        X = validate_data(self, X, dtype=np.float32, reset=first)
+        X = self._validate(X, reset=first)
         if y is not None:
             X = X[check_detection_labels(y, X.shape[0])]
         if X.shape[0] == 0:
@@ -458,6 +471,13 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             reconstructed = net.predict(maps)
         if not np.isfinite(reconstructed).all():
+            largest = float(np.abs(maps).max())
+            if largest > 1e6:
+                raise ValueError(
+                    "An autoencoder returned non-finite reconstructions for maps in "
+                    f"X with values as large as {largest:.3g}: X is far outside the "
+                    "maps the detector was fitted on."
+                )
             raise ValueError(
                 "An autoencoder returned non-finite reconstructions (NaN or inf): "
                 "its training diverged. Lower the reconstructor's lr or check its "
@@ -510,7 +530,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         """Validated maps and the index of each row's autoencoder."""
         check_is_fitted(self)
         self._check_fitted_with()
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X = self._validate(X, reset=False)
         classes, maps = self._split(X)
         if classes is None:
             route = np.zeros(X.shape[0], dtype=np.intp)

@@ -7,12 +7,14 @@ import numbers
 import threading
 import warnings
 import weakref
+import zlib
 
 import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import (
     _check_feature_names_in,
@@ -231,6 +233,11 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         (each candidate of a ``GridSearchCV`` scoring the same test fold)
         costs a hash instead of a forward and backward pass.
 
+    random_state : int, RandomState instance or None, default=None
+        Seeds SmoothGrad's noise (the other methods are deterministic). Each
+        input's noise is drawn from this seed and the input's own values, so
+        its map does not depend on the other inputs of its batch.
+
     verbose : int, default=0
         Show a progress bar over batches when positive.
 
@@ -291,6 +298,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str, torch.device, None],
         "memory": [None, str, HasMethods(["cache"])],
+        "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
@@ -305,6 +313,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         batch_size=256,
         device=None,
         memory=None,
+        random_state=None,
         verbose=0,
     ):
         self.model = model
@@ -315,6 +324,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.memory = memory
+        self.random_state = random_state
         self.verbose = verbose
 
     def __sklearn_clone__(self):
@@ -436,7 +446,16 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
             self.device_ = device
         X, sample_shape = self._validate_input(X, reset=True)
         if self.input_shape is not None:
-            shape = tuple(int(s) for s in self.input_shape)
+            shape = tuple(self.input_shape)
+            if not shape or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                for v in shape
+            ):
+                raise ValueError(
+                    "input_shape must be a tuple of positive integers such as "
+                    f"(1, 28, 28); got {self.input_shape!r}."
+                )
+            shape = tuple(int(v) for v in shape)
             if int(np.prod(shape)) != X.shape[1]:
                 raise ValueError(
                     f"input_shape={shape} holds {int(np.prod(shape))} values but "
@@ -452,6 +471,8 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         else:
             self.input_shape_ = (X.shape[1],)
         self._check_model_output(X[:1])
+        rng = check_random_state(self.random_state)
+        self._noise_seed = int(rng.randint(np.iinfo(np.int32).max))
         return self
 
     def _check_model_output(self, X_one):
@@ -484,8 +505,11 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         if getattr(X, "ndim", 2) > 2:
             X = np.asarray(X)
             sample_shape = tuple(int(s) for s in X.shape[1:])
-            X = X.reshape(X.shape[0], -1)
-        X = validate_data(self, X, dtype=np.float32, reset=reset)
+            X = X.reshape(X.shape[0], int(np.prod(sample_shape)))
+        # float64 values beyond float32's range become inf in the cast, which
+        # validate_data then names; numpy's own cast warning adds nothing.
+        with np.errstate(over="ignore", invalid="ignore"):
+            X = validate_data(self, X, dtype=np.float32, order="C", reset=reset)
         if not reset and sample_shape is not None and sample_shape != self.input_shape_:
             raise ValueError(
                 f"X has inputs of shape {sample_shape}, but {type(self).__name__} "
@@ -560,6 +584,14 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
                 batch = batch.reshape(stop - start, *self.input_shape_)
                 batch.requires_grad_()
                 predicted, attr = self._attribute(batch, params)
+                finite = torch.isfinite(attr.flatten(1)).all(dim=1)
+                if not finite.all():
+                    row = start + int(torch.nonzero(~finite)[0, 0])
+                    raise ValueError(
+                        f"The attributions of X[{row}] are not finite (they overflow "
+                        f"{attr.dtype}): X holds values far outside the model's "
+                        "input range."
+                    )
                 maps = _normalize_attributions(
                     attr.detach(), self.normalize, self._channels_first
                 )
@@ -589,12 +621,46 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
             params = {"internal_batch_size": self.batch_size, **params}
         elif method == "deeplift":
             explainer = ca.DeepLift(self.module_)
-        else:  # smoothgrad
-            explainer = ca.NoiseTunnel(ca.Saliency(self.module_))
-            per_pass = max(1, self.batch_size // len(batch))
-            defaults = {"nt_type": "smoothgrad", "nt_samples_batch_size": per_pass}
-            params = {**defaults, **params}
+        else:
+            return predicted, self._smoothgrad(batch, predicted, params)
         return predicted, explainer.attribute(batch, target=predicted, **params)
+
+    def _smoothgrad(self, batch, predicted, params):
+        """SmoothGrad: captum's Saliency averaged over noisy copies of each input.
+
+        captum's NoiseTunnel draws the noise of a whole batch from torch's
+        global generator, so an input's map would depend on the other inputs
+        of its batch. Here each input's noise comes from a generator seeded by
+        ``random_state`` and the input's own values: its map depends on
+        nothing else.
+        """
+        import captum.attr as ca
+
+        params = dict(params)
+        n_samples = int(params.pop("nt_samples"))
+        stdevs = float(params.pop("stdevs"))
+        rows = batch.detach().cpu().numpy()
+        noise = torch.empty((n_samples, *batch.shape), dtype=batch.dtype)
+        for i, row in enumerate(rows):
+            seed = (self._noise_seed + zlib.crc32(row.tobytes())) % 2**63
+            generator = torch.Generator().manual_seed(seed)
+            noise[:, i] = torch.randn(
+                (n_samples, *row.shape), generator=generator, dtype=batch.dtype
+            )
+        noisy = (batch.detach()[None] + stdevs * noise.to(batch.device)).flatten(0, 1)
+        targets = predicted.repeat(n_samples)
+        saliency = ca.Saliency(self.module_)
+        attr = torch.cat(
+            [
+                saliency.attribute(
+                    noisy[s : s + self.batch_size].requires_grad_(),
+                    target=targets[s : s + self.batch_size],
+                    **params,
+                )
+                for s in range(0, len(noisy), self.batch_size)
+            ]
+        )
+        return attr.reshape(n_samples, *batch.shape).mean(dim=0)
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns.

@@ -469,7 +469,7 @@ def save(estimator, path):
     >>> from pathlib import Path
     >>> import numpy as np
     >>> from skadv import ExplanationReconstructionDetector, make_reconstructor
-    >>> from skadv._persistence import load, save
+    >>> from skadv import load, save
     >>> rng = np.random.default_rng(0)
     >>> X = np.column_stack([rng.integers(0, 2, 40), rng.random((40, 8))])
     >>> detector = ExplanationReconstructionDetector(
@@ -826,7 +826,7 @@ def load(path, *, model=None, modules=None):
     ...     ExplanationReconstructionDetector, ExplanationTransformer,
     ...     make_reconstructor,
     ... )
-    >>> from skadv._persistence import load, save
+    >>> from skadv import load, save
     >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     >>> X = np.random.default_rng(0).random((30, 1, 4, 4), dtype=np.float32)
     >>> pipe = make_pipeline(

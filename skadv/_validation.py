@@ -1,5 +1,7 @@
 """Validation shared by the estimators and the metrics."""
 
+import numbers
+
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
@@ -20,13 +22,10 @@ def check_detection_labels(y, n_samples=None, *, name="y"):
     numeric = None
     if y.dtype.kind in "iuf":
         numeric = y
-    elif y.dtype.kind == "O":
-        try:
-            numeric = y.astype(np.float64)
-        except (TypeError, ValueError):
-            numeric = None
-        if numeric is not None and any(isinstance(v, (bool, np.bool_)) for v in y):
-            numeric = None
+    elif y.dtype.kind == "O" and all(
+        isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in y
+    ):
+        numeric = y.astype(np.float64)
     if numeric is None or not np.isin(numeric, (-1, 1)).all():
         try:
             found = np.unique(y).tolist()

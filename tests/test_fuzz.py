@@ -489,15 +489,9 @@ def test_fit_labels(benign, y):
 
 
 # --------------------------------------------------------------------------
-# Core bugs found by this fuzzing (strict xfails: remove when fixed)
+# Core bugs found by this fuzzing, fixed: these keep them fixed
 
 
-@pytest.mark.xfail(
-    reason="_detector.py _split: class values beyond the int64 range are cast with "
-    "astype(np.int64): numpy's RuntimeWarning 'invalid value encountered in cast' "
-    "and a garbage class, instead of a ValueError naming class_column",
-    strict=True,
-)
 @pytest.mark.parametrize("value", [1e19, -1e30, 2.0**63])
 def test_class_values_beyond_int64_are_refused(detectors, benign, value):
     X = benign[:3].copy()
@@ -506,13 +500,6 @@ def test_class_values_beyond_int64_are_refused(detectors, benign, value):
         detectors["fallback"].predict(X)
 
 
-@pytest.mark.xfail(
-    reason="validate_data(dtype=np.float32) casts float64 values beyond float32's "
-    "range with numpy's RuntimeWarning 'overflow encountered in cast' before "
-    "scikit-learn's ValueError (_detector.py and _explain.py: validate under "
-    "np.errstate(over='ignore'))",
-    strict=True,
-)
 @pytest.mark.parametrize("target", ["detector", "transformer"])
 def test_float64_beyond_float32_is_refused_cleanly(detectors, transformer, target):
     X = np.full((2, 1 + N_MAP), 1e300) if target == "detector" else None
@@ -524,12 +511,6 @@ def test_float64_beyond_float32_is_refused_cleanly(detectors, transformer, targe
         method(X)
 
 
-@pytest.mark.xfail(
-    reason="_detector.py _errors: maps of huge magnitude overflow the autoencoder, "
-    "and the ValueError blames training ('its training diverged') instead of "
-    "naming X and its values",
-    strict=True,
-)
 def test_maps_that_overflow_the_autoencoder_are_named(detectors, benign):
     X = benign[:3].copy()
     X[:, 1:] = -3e38
@@ -556,12 +537,6 @@ ExplanationReconstructionDetector(
 """
 
 
-@pytest.mark.xfail(
-    reason="_detector.py _split: with class_column=None a read-only X (every "
-    "pandas>=3 DataFrame) goes to skorch as is, and torch warns 'The given NumPy "
-    "array is not writable' (only once per process, hence a fresh process here)",
-    strict=True,
-)
 def test_read_only_maps_without_class_column():
     child = subprocess.run(
         [sys.executable, "-c", READ_ONLY_MAPS], capture_output=True, text=True
@@ -569,11 +544,6 @@ def test_read_only_maps_without_class_column():
     assert child.returncode == 0, child.stderr[-2000:]
 
 
-@pytest.mark.xfail(
-    reason="_explain.py _validate_input: X.reshape(X.shape[0], -1) on zero images "
-    "raises numpy's 'cannot reshape array of size 0 into shape (0,newaxis)'",
-    strict=True,
-)
 @pytest.mark.parametrize("method", ["fit", "transform"])
 def test_zero_images(model, transformer, method):
     X = np.zeros((0, *IMAGE), dtype=np.float32)
@@ -582,12 +552,6 @@ def test_zero_images(model, transformer, method):
     assert_clear_error(error)
 
 
-@pytest.mark.xfail(
-    reason="_explain.py transform: attributions that overflow float32 (finite "
-    "inputs near float32's limit, x * gradient) come out as NaN/inf maps, or as "
-    "silently zeroed rows, instead of a ValueError naming X",
-    strict=True,
-)
 @pytest.mark.parametrize("normalize", ["percentile", "max", None])
 def test_overflowing_attributions(images, normalize):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
@@ -604,13 +568,6 @@ def test_overflowing_attributions(images, normalize):
         assert_clear_error(error)
 
 
-@pytest.mark.xfail(
-    reason="_explain.py fit: input_shape elements are not checked: ('a', 16) gives "
-    "int()'s \"invalid literal for int() with base 10: 'a'\", (-1, -16) passes the "
-    "size check (product 16) and fails in torch's reshape, (1.5, 4) is truncated "
-    "to (1, 4)",
-    strict=True,
-)
 @pytest.mark.parametrize("input_shape", [("a", 16), (-1, -16), (1.5, 4)])
 def test_input_shape_elements(model, images, input_shape):
     transformer = ExplanationTransformer(model, input_shape=input_shape)
@@ -618,12 +575,6 @@ def test_input_shape_elements(model, images, input_shape):
         transformer.fit(images.reshape(len(images), -1))
 
 
-@pytest.mark.xfail(
-    reason="_explain.py _attribute: SmoothGrad draws its noise per batch from "
-    "torch's global generator, so a row's map depends on the other rows of its "
-    "batch and on batch_size (and the transformer has no random_state)",
-    strict=True,
-)
 def test_smoothgrad_rows_do_not_depend_on_the_batch(model, images):
     transformer = ExplanationTransformer(
         model, method="smoothgrad", method_params={"nt_samples": 3}
@@ -636,24 +587,12 @@ def test_smoothgrad_rows_do_not_depend_on_the_batch(model, images):
     np.testing.assert_allclose(alone, whole[3:4], rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    reason="attacks/_art.py make_adversarial: the probe forward pass on X[:1] is "
-    "not guarded: X of a shape the model does not take raises torch's RuntimeError "
-    "'mat1 and mat2 shapes cannot be multiplied' instead of a ValueError naming X",
-    strict=True,
-)
 def test_make_adversarial_on_a_shape_the_model_does_not_take(art, model, images):
     _, error = call(make_adversarial, model, images[:4, :, :2])
     assert isinstance(error, ValueError)
     assert_clear_error(error)
 
 
-@pytest.mark.xfail(
-    reason="attacks/_art.py make_adversarial: check_array(allow_nd=True) lets "
-    "inputs of size 0 through (shape (1, 0, 0)): numpy's 'zero-size array to "
-    "reduction operation minimum which has no identity' from X.min()",
-    strict=True,
-)
 @pytest.mark.parametrize("shape", [(1, 0, 0), (2, 0, 4, 4)])
 def test_make_adversarial_on_empty_inputs(art, model, shape):
     _, error = call(make_adversarial, model, np.zeros(shape, dtype=np.float32))
@@ -661,12 +600,6 @@ def test_make_adversarial_on_empty_inputs(art, model, shape):
     assert_clear_error(error)
 
 
-@pytest.mark.xfail(
-    reason="metrics/_detection.py: empty labels: detection_accuracy returns NaN "
-    "with numpy's RuntimeWarning 'Mean of empty slice'; detection_roc_auc and "
-    "tpr_at_fpr say 'got only benign rows' about an empty y_true",
-    strict=True,
-)
 @pytest.mark.parametrize("metric", [detection_accuracy, detection_roc_auc, tpr_at_fpr])
 def test_empty_labels_are_refused_as_empty(metric):
     with pytest.raises(ValueError, match=r"\by_true\b") as error:
@@ -674,12 +607,6 @@ def test_empty_labels_are_refused_as_empty(metric):
     assert "only benign" not in str(error.value)
 
 
-@pytest.mark.xfail(
-    reason="metrics/_detection.py: y_score is passed to scikit-learn unvalidated: "
-    "'Input contains NaN.', numpy's UFuncTypeError for strings: the messages do "
-    "not name y_score",
-    strict=True,
-)
 @pytest.mark.parametrize("metric", [detection_roc_auc, tpr_at_fpr])
 @pytest.mark.parametrize("score", [np.nan, np.inf, "high"], ids=["nan", "inf", "str"])
 def test_bad_scores_are_refused_naming_y_score(metric, score):
@@ -688,13 +615,6 @@ def test_bad_scores_are_refused_naming_y_score(metric, score):
     assert_clear_error(error, ("y_score",))
 
 
-@pytest.mark.xfail(
-    reason="_explain.py _validate_input: validate_data keeps a float32 view with "
-    "negative strides (X[::-1]) and torch.tensor refuses it: torch's 'At least one "
-    "stride in the given numpy array is negative' (fix: validate_data(..., "
-    "order='C'))",
-    strict=True,
-)
 @pytest.mark.parametrize("method", ["fit", "transform"])
 def test_reversed_images(model, images, transformer, method):
     estimator = ExplanationTransformer(model) if method == "fit" else transformer
@@ -702,12 +622,6 @@ def test_reversed_images(model, images, transformer, method):
     assert error is None, error
 
 
-@pytest.mark.xfail(
-    reason="_validation.py check_detection_labels: object arrays are parsed with "
-    "astype(np.float64), so the strings '1'/'-1' pass as labels in an object array "
-    "(a pandas object column) but are refused in a string array",
-    strict=True,
-)
 @pytest.mark.parametrize("labels", [["1", "-1"], [1, "-1"]], ids=["strings", "mixed"])
 def test_numeric_strings_are_not_labels(labels):
     y_true = np.asarray(labels * 2, dtype=object)
@@ -769,7 +683,7 @@ def test_transformer_refuses_nan_and_inf_anywhere(transformer, X, bad, data):
 
 
 METHODS = ["saliency", "input_x_gradient", "integrated_gradients"]
-METHODS += ["guided_backprop", "deeplift"]  # SmoothGrad: see the xfail above
+METHODS += ["guided_backprop", "deeplift"]
 
 
 @settings(FUZZ, max_examples=30)

@@ -374,6 +374,8 @@ def make_adversarial(
     module, proba_output = _unwrap_model(model)
 
     X = check_array(X, allow_nd=True, dtype=np.float32, input_name="X")
+    if X.size == 0:
+        raise ValueError(f"X holds no values (shape {X.shape}): nothing to attack.")
     x_min, x_max = float(X.min()), float(X.max())
     if x_min < clip_min or x_max > clip_max:
         raise ValueError(
@@ -421,8 +423,15 @@ def make_adversarial(
         # nb_classes from one forward pass, in eval mode so that batch-norm
         # statistics are not updated; flags are restored by ``_frozen``.
         net.eval()
-        with torch.no_grad():
-            out = net(torch.from_numpy(X[:1]).to(target))
+        try:
+            with torch.no_grad():
+                out = net(torch.from_numpy(X[:1]).to(target))
+        except Exception as exc:
+            raise ValueError(
+                f"model failed on X of shape {X.shape[1:]} per input "
+                f"({type(exc).__name__}: {exc}); pass X in the shape the model "
+                "takes."
+            ) from exc
         if out.ndim != 2 or out.shape[1] < 2:
             raise ValueError(
                 "model must return logits of shape (n_samples, n_classes) with "

@@ -4,6 +4,7 @@ import numbers
 
 import numpy as np
 from sklearn.metrics import make_scorer, roc_auc_score, roc_curve
+from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, validate_params
 
 from skadv._validation import check_detection_labels
@@ -11,6 +12,8 @@ from skadv._validation import check_detection_labels
 
 def _adversarial(y_true, *, both=False):
     adversarial = ~check_detection_labels(y_true, name="y_true")
+    if adversarial.size == 0:
+        raise ValueError("y_true is empty: there is nothing to score.")
     if both and (adversarial.all() or not adversarial.any()):
         raise ValueError(
             "y_true needs both benign (+1) and adversarial (-1) rows to rank them; "
@@ -45,7 +48,8 @@ def detection_roc_auc(y_true, y_score):
     >>> detection_roc_auc([1, 1, -1, -1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
-    return float(roc_auc_score(_adversarial(y_true, both=True), y_score))
+    adversarial = _adversarial(y_true, both=True)
+    return float(roc_auc_score(adversarial, _check_scores(y_score, adversarial)))
 
 
 @validate_params(
@@ -88,8 +92,9 @@ def tpr_at_fpr(y_true, y_score, *, fpr=0.05):
     """
     # Keep every threshold: with tied scores the dropped points can be the
     # best ones under the budget.
+    adversarial = _adversarial(y_true, both=True)
     fprs, tprs, _ = roc_curve(
-        _adversarial(y_true, both=True), y_score, drop_intermediate=False
+        adversarial, _check_scores(y_score, adversarial), drop_intermediate=False
     )
     return float(tprs[fprs <= fpr].max())
 
@@ -121,13 +126,30 @@ def detection_accuracy(y_true, y_pred):
     0.75
     """
     predicted_benign = check_detection_labels(y_pred, name="y_pred")
-    benign = check_detection_labels(y_true, name="y_true")
+    benign = ~_adversarial(y_true)
     if benign.shape != predicted_benign.shape:
         raise ValueError(
             f"y_true has {benign.shape[0]} labels but y_pred has "
             f"{predicted_benign.shape[0]}; they must match."
         )
     return float(np.mean(benign == predicted_benign))
+
+
+def _check_scores(y_score, adversarial):
+    try:
+        y_score = check_array(
+            y_score, ensure_2d=False, dtype="numeric", input_name="y_score"
+        )
+    except ValueError as exc:
+        if "y_score" in str(exc):
+            raise
+        raise ValueError(f"y_score must hold numeric scores: {exc}") from exc
+    if y_score.shape != adversarial.shape:
+        raise ValueError(
+            f"y_score has {y_score.shape[0]} scores but y_true has "
+            f"{adversarial.shape[0]} labels; they must match."
+        )
+    return y_score
 
 
 def _roc_auc_from_decision(y_true, decision):
