@@ -309,6 +309,9 @@ def main(argv=None):
     parser.add_argument(
         "--grid-n", type=int, default=20000, help="rows for the grid search"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="interleaved rounds of the fit timings"
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
