@@ -38,7 +38,7 @@ from skadv.metrics import detection_roc_auc, tpr_at_fpr
 RESULTS = Path(__file__).parent / "results"
 
 
-def load(dataset, data_home, n_attack):
+def load(dataset, data_home, n_attack, classifier_state=None):
     if dataset == "digits":
         from skadv.datasets import load_digits
         from skadv.models import make_digits_classifier
@@ -58,7 +58,13 @@ def load(dataset, data_home, n_attack):
             subset="train", data_home=data_home, return_X_y=True
         )
         X_test, y_test = load_mnist(subset="test", data_home=data_home, return_X_y=True)
-        classifier = make_mnist_classifier(random_state=0).fit(X_train, y_train)
+        if classifier_state:
+            # A trained MnistCNN's state_dict (e.g. the reproduction's cache).
+            classifier = make_mnist_classifier(random_state=0).initialize()
+            state = torch.load(classifier_state, weights_only=True)
+            classifier.module_.load_state_dict(state)
+        else:
+            classifier = make_mnist_classifier(random_state=0).fit(X_train, y_train)
         # Ko & Lim's configuration: saliency, one 784-64-784 MLP per class,
         # 10 epochs, batch 32, top-half L1.
         detector = make_pipeline(
@@ -91,6 +97,10 @@ def main(argv=None):
     parser.add_argument("--data-home", default=os.environ.get("SKADV_DATA_HOME"))
     parser.add_argument("--n-attack", type=int, default=500, help="inputs attacked")
     parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.3])
+    parser.add_argument(
+        "--classifier-state",
+        help="MNIST: a trained MnistCNN state_dict to use instead of training one",
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -127,6 +137,7 @@ def main(argv=None):
             )
     results = {
         "dataset": args.dataset,
+        "classifier": args.classifier_state or "trained here (seed 0)",
         "detector": config,
         "n_attacked": len(pick),
         "n_benign_test": len(X_test),
