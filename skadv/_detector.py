@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from skadv._autoencoder import make_reconstructor
+from skadv._explain import _eval_mode
 from skadv._torch_utils import resolve_device, torch_seed, torch_threads
 from skadv._validation import check_detection_labels
 
@@ -32,6 +33,10 @@ def reconstruction_errors(X, X_reconstructed, metric="top_half_l1"):
     median = np.median(diff, axis=1, keepdims=True)
     return np.where(diff > median, diff, 0.0).sum(axis=1) / diff.shape[1]
 
+
+# Rows reconstructed per forward pass when scoring: large enough to amortise
+# the call, small enough to bound memory.
+_SCORING_CHUNK = 4096
 
 # Weight initialisation draws from torch's global generator: seeding it must
 # not interleave between threads (joblib's threading backend, dask workers).
@@ -466,10 +471,17 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self._fitted_with = (self.metric, self.class_column)
 
     def _reconstruct_with(self, net, maps):
-        # skorch's data loader draws a seed from torch's global generator even
-        # without shuffling: keep scoring from moving the caller's random stream.
-        with torch.random.fork_rng(devices=[]):
-            reconstructed = net.predict(maps)
+        # The fitted module on whole chunks, not skorch's predict: its data
+        # loader indexes one row at a time (most of the scoring time on large
+        # X) and draws a seed from torch's global generator.
+        module = net.module_
+        device = torch.device(net.device) if net.device else None
+        reconstructed = np.empty(maps.shape, dtype=np.float32)
+        with torch.no_grad(), _eval_mode(module):
+            for start in range(0, len(maps), _SCORING_CHUNK):
+                chunk = torch.as_tensor(maps[start : start + _SCORING_CHUNK])
+                out = module(chunk.to(device) if device is not None else chunk)
+                reconstructed[start : start + len(chunk)] = out.float().cpu().numpy()
         if not np.isfinite(reconstructed).all():
             largest = float(np.abs(maps).max())
             if largest > 1e6:
