@@ -470,37 +470,64 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self.offset_ = np.full(len(keep), np.nan)
         self._fitted_with = (self.metric, self.class_column)
 
-    def _reconstruct_with(self, net, maps):
-        # The fitted module on whole chunks, not skorch's predict: its data
-        # loader indexes one row at a time (most of the scoring time on large
-        # X) and draws a seed from torch's global generator.
+    def _reconstruct_chunks(self, net, maps):
+        """Yield (start, chunk, reconstruction) tensors over ``maps``.
+
+        The fitted module on whole chunks, not skorch's predict: its data
+        loader indexes one row at a time (most of the scoring time on large X)
+        and draws a seed from torch's global generator.
+        """
         module = net.module_
         device = torch.device(net.device) if net.device else None
-        reconstructed = np.empty(maps.shape, dtype=np.float32)
         with torch.no_grad(), _eval_mode(module):
             for start in range(0, len(maps), _SCORING_CHUNK):
                 chunk = torch.as_tensor(maps[start : start + _SCORING_CHUNK])
-                out = module(chunk.to(device) if device is not None else chunk)
-                reconstructed[start : start + len(chunk)] = out.float().cpu().numpy()
-        if not np.isfinite(reconstructed).all():
-            largest = float(np.abs(maps).max())
-            if largest > 1e6:
-                raise ValueError(
-                    "An autoencoder returned non-finite reconstructions for maps in "
-                    f"X with values as large as {largest:.3g}: X is far outside the "
-                    "maps the detector was fitted on."
-                )
+                if device is not None:
+                    chunk = chunk.to(device)
+                out = module(chunk).to(chunk.dtype)
+                if not torch.isfinite(out).all():
+                    self._raise_non_finite(maps)
+                yield start, chunk, out
+
+    @staticmethod
+    def _raise_non_finite(maps):
+        largest = float(np.abs(maps).max())
+        if largest > 1e6:
             raise ValueError(
-                "An autoencoder returned non-finite reconstructions (NaN or inf): "
-                "its training diverged. Lower the reconstructor's lr or check its "
-                "module."
+                "An autoencoder returned non-finite reconstructions for maps in X "
+                f"with values as large as {largest:.3g}: X is far outside the maps "
+                "the detector was fitted on."
             )
+        raise ValueError(
+            "An autoencoder returned non-finite reconstructions (NaN or inf): its "
+            "training diverged. Lower the reconstructor's lr or check its module."
+        )
+
+    def _reconstruct_with(self, net, maps):
+        reconstructed = np.empty(maps.shape, dtype=np.float32)
+        for start, _, out in self._reconstruct_chunks(net, maps):
+            reconstructed[start : start + len(out)] = out.float().cpu().numpy()
         return reconstructed
 
     def _errors(self, net, maps):
-        return reconstruction_errors(
-            maps, self._reconstruct_with(net, maps), self.metric
-        )
+        """Reconstruction errors, computed chunk by chunk in torch.
+
+        The same values as :func:`reconstruction_errors`: torch's median is the
+        lower middle value where numpy averages the two middle values, but no
+        entry lies strictly between them, so "above the median" selects the
+        same entries.
+        """
+        errors = np.empty(len(maps), dtype=np.float64)
+        for start, chunk, out in self._reconstruct_chunks(net, maps):
+            diff = (chunk - out).abs()
+            if self.metric == "mse":
+                error = diff.double().pow(2).mean(dim=1)
+            else:
+                median = diff.median(dim=1, keepdim=True).values
+                error = torch.where(diff > median, diff, 0).double().sum(dim=1)
+                error /= diff.shape[1]
+            errors[start : start + len(chunk)] = error.cpu().numpy()
+        return errors
 
     def _route(self, classes):
         """Index into ``reconstructors_`` of each row's autoencoder."""

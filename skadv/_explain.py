@@ -97,10 +97,25 @@ def _on_cuda(module):
     return any(t.is_cuda for t in module.state_dict().values())
 
 
+_FINGERPRINTS = weakref.WeakKeyDictionary()
+
+
 def _model_fingerprint(module):
-    """A content hash of a module: its class, its structure and its weights."""
-    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-    return joblib.hash((type(module).__qualname__, repr(module), state))
+    """A content hash of a module: its class, its structure and its weights.
+
+    Remembered per module while no tensor changes (torch bumps a tensor's
+    version on every in-place change, load_state_dict included), so repeated
+    cache look-ups do not hash the weights again.
+    """
+    tensors = module.state_dict(keep_vars=True)  # the tensors themselves
+    versions = tuple((k, id(v), v._version) for k, v in tensors.items())
+    known = _FINGERPRINTS.get(module)
+    if known is not None and known[0] == versions:
+        return known[1]
+    state = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+    fingerprint = joblib.hash((type(module).__qualname__, repr(module), state))
+    _FINGERPRINTS[module] = (versions, fingerprint)
+    return fingerprint
 
 
 def _explain_cached(transformer, key, X):
