@@ -1,0 +1,295 @@
+"""Tables and the Figure-2 plot of :func:`skadv._reproduce.reproduce`."""
+
+import numpy as np
+
+from skadv._reproduce_protocol import (
+    ATTACK_NAMES,
+    PAPER_ATTACKS,
+    PAPER_EPS,
+    PAPER_TABLE1,
+    PAPER_WORST_AUC_005,
+    PUBLISHED_DETECTORS,
+    paper_mean_auc,
+    set_key,
+)
+
+
+def _f(value, digits=3):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _best_name(results):
+    names = [n for n in results["detectors"] if n != "paper"]
+    preferred = results["config"].get("best_preset")
+    if preferred in results["detectors"]:
+        return preferred
+    return names[0] if names else None
+
+
+def summary_tables(results):
+    """The report's tables as lists of row dicts (stored in the JSON)."""
+    detectors = results["detectors"]
+    paper = detectors["paper"]["results"]
+    best = _best_name(results)
+    figure2 = []
+    for attack in PAPER_ATTACKS:
+        for eps in PAPER_EPS:
+            key = set_key(attack, eps)
+            r = paper.get(key)
+            if r is None:
+                continue
+            row = {
+                "attack": attack,
+                "eps": eps,
+                "success_rate": results["attacks"][key]["success_rate"],
+                "n_successful": r["n_successful"],
+                "paper_mean": paper_mean_auc(attack, eps),
+                "paper_worst": PAPER_WORST_AUC_005.get(attack)
+                if abs(eps - 0.05) < 1e-9
+                else None,
+                "mean": r["mean"],
+                "min": r["min"],
+                "max": r["max"],
+                "tpr_at_5_fpr": r["tpr_at_5_fpr"],
+            }
+            if best is not None and key in detectors[best]["results"]:
+                b = detectors[best]["results"][key]
+                row.update(
+                    best_mean=b["mean"],
+                    best_min=b["min"],
+                    best_max=b["max"],
+                    best_tpr_at_5_fpr=b["tpr_at_5_fpr"],
+                )
+            figure2.append(row)
+    table1 = []
+    thresholds = results.get("thresholds", {}).get("paper", {}).get("rules", {})
+    for (attack, eps), published in PAPER_TABLE1.items():
+        key = set_key(attack, eps)
+        if key not in paper:
+            continue
+        row = {"attack": attack, "eps": eps}
+        row.update(dict(zip(PUBLISHED_DETECTORS, published, strict=True)))
+        row["ours_oracle"] = paper[key]["oracle_accuracy"]
+        row["ours_oracle_balanced"] = paper[key]["oracle_balanced_accuracy"]
+        for rule in ("calibrated balanced accuracy", "contamination=0.05"):
+            sets = thresholds.get(rule, {}).get("sets", {})
+            row[f"ours {rule}"] = sets.get(key, {}).get("balanced_accuracy")
+        table1.append(row)
+    threshold_rows = []
+    for name, th in results.get("thresholds", {}).items():
+        for rule, r in th["rules"].items():
+            for key, v in r["sets"].items():
+                threshold_rows.append(
+                    {
+                        "detector": name,
+                        "rule": rule,
+                        "set": key,
+                        "threshold": r["threshold"],
+                        "fpr": v["fpr"],
+                        "tpr": v["tpr"],
+                        "accuracy": v["accuracy"],
+                        "balanced_accuracy": v["balanced_accuracy"],
+                    }
+                )
+    all_sets = []
+    for r in detectors.values():
+        for key in r["results"]:
+            if key not in all_sets:
+                all_sets.append(key)
+    matrix = [
+        {
+            "detector": name,
+            "description": d["description"],
+            "fit_seconds": d["fit_seconds"],
+            **{key: d["results"].get(key, {}).get("mean") for key in all_sets},
+        }
+        for name, d in detectors.items()
+    ]
+    return {
+        "figure2": figure2,
+        "table1": table1,
+        "thresholds": threshold_rows,
+        "detectors_mean_auc": matrix,
+        "sets": all_sets,
+    }
+
+
+def format_tables(results):
+    """The tables as markdown."""
+    c = results["config"]
+    t = results["tables"]
+    best = _best_name(results)
+    lines = [
+        f"# Ko & Lim (2021) reproduction: {c['dataset']}, {c['mode']} run",
+        "",
+        f"{c['n_train']} training images ({c['n_cal']} held out for threshold "
+        f"calibration), {c['n_test']} test images, classifier epochs "
+        f"{c['epochs']}, random_state {c['random_state']}. Classifier test "
+        f"accuracy {results['classifier']['test_accuracy']:.4f}. Total run time "
+        f"{results['timings']['total']:.0f} s.",
+        "",
+        "## Mean / min / max per-class ROC AUC (Figure 2)",
+        "",
+    ]
+    head = (
+        "| attack | eps | success | n adv | paper mean | ours mean | ours min "
+        "| ours max | diff | TPR@5%FPR |"
+    )
+    sep = "| --- " * 10 + "|"
+    if best:
+        head += f" {best} mean | {best} min | {best} TPR@5%FPR |"
+        sep += " --- | --- | --- |"
+    lines += [head, sep]
+    for r in t["figure2"]:
+        diff = None if r["paper_mean"] is None else r["mean"] - r["paper_mean"]
+        paper = _f(r["paper_mean"], 4)
+        if r["paper_worst"] is not None:
+            paper += f" (worst {r['paper_worst']:.3f})"
+        line = (
+            f"| {ATTACK_NAMES[r['attack']]} | {r['eps']:.2f} | "
+            f"{r['success_rate']:.3f} | {r['n_successful']} | {paper} | "
+            f"{_f(r['mean'], 4)} | {_f(r['min'])} | {_f(r['max'])} | "
+            f"{'-' if diff is None else f'{diff:+.4f}'} | {_f(r['tpr_at_5_fpr'])} |"
+        )
+        if best:
+            line += (
+                f" {_f(r.get('best_mean'), 4)} | {_f(r.get('best_min'))} | "
+                f"{_f(r.get('best_tpr_at_5_fpr'))} |"
+            )
+        lines.append(line)
+    lines += [
+        "",
+        "## Detection accuracy (Table 1)",
+        "",
+        "Published columns from the paper. Ours: the mean over the 10 classes "
+        "of the per-class detection accuracy on the paper's per-class sets. "
+        "*oracle acc.*: each class's best threshold chosen on the test set (what "
+        "the authors' code does), plain accuracy; *oracle bal.*: the same, "
+        "balanced accuracy ((TNR + TPR) / 2, i.e. as many adversarial as benign "
+        "inputs); *calibrated bal.*: no oracle, one threshold shift tuned for "
+        "balanced accuracy on the calibration split held out from the training "
+        "set; *5% quantile bal.*: no oracle, `contamination=0.05` on benign "
+        "training data only.",
+        "",
+        "| attack | eps | "
+        + " | ".join(PUBLISHED_DETECTORS)
+        + " | ours, oracle acc. | ours, oracle bal. | ours, calibrated bal. "
+        "| ours, 5% quantile bal. |",
+        "| --- " * (len(PUBLISHED_DETECTORS) + 6) + "|",
+    ]
+    for r in t["table1"]:
+        lines.append(
+            f"| {ATTACK_NAMES[r['attack']]} | {r['eps']:.1f} | "
+            + " | ".join(f"{r[d]:.4f}" for d in PUBLISHED_DETECTORS)
+            + f" | {_f(r['ours_oracle'], 4)} | {_f(r['ours_oracle_balanced'], 4)} | "
+            f"{_f(r['ours calibrated balanced accuracy'], 4)} | "
+            f"{_f(r['ours contamination=0.05'], 4)} |"
+        )
+    for name, th in results.get("thresholds", {}).items():
+        cal = th["calibration"]
+        lines += [
+            "",
+            f"## Thresholds without an oracle: {name}",
+            "",
+            f"Detector refitted on {cal['fit_rows']} training images; calibration "
+            f"split: {cal['n_benign']} benign training images held out and "
+            f"{cal['n_adversarial']} successful adversarial versions (one random "
+            "paper attack and eps per image). FPR: benign test images flagged; "
+            "TPR: successful adversarial test images flagged (both pooled over "
+            "classes); bal: mean over classes of the balanced accuracy.",
+            "",
+        ]
+        rules = list(th["rules"])
+        lines.append(
+            "| set | " + " | ".join(f"{r}: FPR / TPR / bal" for r in rules) + " |"
+        )
+        lines.append("| --- " * (len(rules) + 1) + "|")
+        for key in th["rules"][rules[0]]["sets"]:
+            cells = []
+            for rule in rules:
+                v = th["rules"][rule]["sets"][key]
+                cells.append(
+                    f"{_f(v['fpr'])} / {_f(v['tpr'])} / {_f(v['balanced_accuracy'])}"
+                )
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    sets = t["sets"]
+    lines += [
+        "",
+        "## Every detector: mean per-class ROC AUC per adversarial set",
+        "",
+        "| detector | fit s | " + " | ".join(sets) + " |",
+        "| --- " * (len(sets) + 2) + "|",
+    ]
+    for row in t["detectors_mean_auc"]:
+        lines.append(
+            f"| {row['detector']} | {row['fit_seconds']:.0f} | "
+            + " | ".join(_f(row[k]) for k in sets)
+            + " |"
+        )
+    lines += ["", "Detectors:", ""]
+    for row in t["detectors_mean_auc"]:
+        lines.append(f"- `{row['detector']}`: {row['description']}")
+    lines += ["", "## Timings (s)", ""]
+    lines += [f"- {k}: {v:.0f}" for k, v in results["timings"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_figure2(results, path):
+    """Mean per-class AUC and min-max band vs eps, one panel per attack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["tables"]["figure2"]
+    best = _best_name(results)
+    fig, axes = plt.subplots(
+        1, len(PAPER_ATTACKS), figsize=(13, 4.2), sharey=True, layout="constrained"
+    )
+    low = 1.0
+    for ax, attack in zip(axes, PAPER_ATTACKS, strict=True):
+        r = [row for row in rows if row["attack"] == attack and row["mean"]]
+        if not r:
+            continue
+        eps = np.array([row["eps"] for row in r])
+        mean = np.array([row["mean"] for row in r])
+        lo = np.array([row["min"] for row in r])
+        hi = np.array([row["max"] for row in r])
+        low = min(low, lo.min())
+        ax.fill_between(
+            eps, lo, hi, color="#0072B2", alpha=0.18, label="ours: min-max over classes"
+        )
+        ax.plot(eps, mean, "o-", color="#0072B2", label="ours: mean")
+        paper = [row["paper_mean"] for row in r]
+        ax.plot(eps, paper, "s--", color="#222222", label="paper, MNIST: mean (Fig. 2)")
+        worst = PAPER_WORST_AUC_005.get(attack)
+        if worst is not None:
+            ax.plot(
+                [0.05],
+                [worst],
+                "v",
+                color="#222222",
+                ms=8,
+                label="paper, MNIST: worst class, eps 0.05",
+            )
+            low = min(low, worst)
+        if best and all("best_mean" in row for row in r):
+            b = np.array([row["best_mean"] for row in r])
+            bl = np.array([row["best_min"] for row in r])
+            low = min(low, bl.min())
+            ax.plot(eps, b, "^-", color="#D55E00", label=f"{best}: mean")
+            ax.plot(eps, bl, ":", color="#D55E00", label=f"{best}: worst class")
+        ax.set_title(ATTACK_NAMES[attack])
+        ax.set_xlabel("eps (L-inf)")
+        ax.set_xticks(list(PAPER_EPS))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("per-class ROC AUC")
+    axes[0].set_ylim(max(0.0, low - 0.03), 1.002)
+    axes[-1].legend(fontsize=8, loc="lower right")
+    c = results["config"]
+    fig.suptitle(
+        f"Ko & Lim (2021) on {c['dataset']} ({c['mode']}: {c['n_train']} train, "
+        f"{c['n_test']} test images): ours vs published"
+    )
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
