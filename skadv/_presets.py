@@ -297,6 +297,7 @@ def make_detector(
     >>> import numpy as np
     >>> import torch
     >>> from skadv._presets import make_detector
+    >>> _ = torch.manual_seed(0)  # a reproducible toy classifier
     >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
     >>> X = np.random.default_rng(0).random((60, 1, 8, 8), dtype=np.float32)
     >>> detector = make_detector(model, preset="contrastive-h256", random_state=0)
