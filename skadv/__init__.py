@@ -20,6 +20,7 @@ from skadv._classifier import DetectorClassifier
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._explain import ExplanationTransformer
 from skadv._persistence import load, save
+from skadv._presets import make_detector
 
 __all__ = [
     "ConvAutoencoder",
@@ -29,6 +30,7 @@ __all__ = [
     "MLPAutoencoder",
     "__version__",
     "load",
+    "make_detector",
     "make_reconstructor",
     "save",
 ]

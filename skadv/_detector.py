@@ -8,13 +8,20 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from skadv._autoencoder import make_reconstructor
 from skadv._explain import _eval_mode
-from skadv._torch_utils import resolve_device, torch_seed, torch_threads
+from skadv._torch_utils import (
+    array_digest,
+    needs_key,
+    resolve_device,
+    torch_seed,
+    torch_threads,
+)
 from skadv._validation import check_detection_labels
 
 METRICS = ("top_half_l1", "mse")
@@ -37,6 +44,15 @@ def reconstruction_errors(X, X_reconstructed, metric="top_half_l1"):
 # Rows reconstructed per forward pass when scoring: large enough to amortise
 # the call, small enough to bound memory.
 _SCORING_CHUNK = 4096
+
+
+def _stratify_or_none(classes):
+    """Stratify a split on the classes unless one has too few rows for it."""
+    if classes is None:
+        return None
+    _, counts = np.unique(classes, return_counts=True)
+    return classes if counts.min() >= 2 else None
+
 
 # Weight initialisation draws from torch's global generator: seeding it must
 # not interleave between threads (joblib's threading backend, dask workers).
@@ -76,13 +92,14 @@ def _train(net, X):
     return net
 
 
-def _fit_reconstructor(template, X, seed, device, verbose):
+def _fit_reconstructor(template, X, seed, device, verbose, X_digest=None):
     """Fit a clone of ``template`` to reconstruct ``X``.
 
     Module-level so that joblib can send it to workers and
     ``joblib.Memory`` can cache it: the threshold (``contamination``) and
     ``verbose`` are not part of the cache key, so changing them alone never
-    retrains.
+    retrains. ``X_digest`` (:func:`array_digest` of ``X``) stands for ``X`` in
+    the key.
     """
     return _train(_make_reconstructor(template, X.shape[1], seed, device, verbose), X)
 
@@ -117,10 +134,10 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         ``make_reconstructor()`` explicitly.
 
     contamination : float in (0, 0.5], default=0.05
-        Target false-positive rate on the benign training rows: each class's
-        threshold ``offset_`` is the ``contamination`` quantile of its benign
-        training scores. Changing it alone need not retrain anything (see
-        ``memory``).
+        Target false-positive rate on benign rows: each class's threshold
+        ``offset_`` is the ``contamination`` quantile of its benign scores (on
+        the rows held out by ``validation_fraction``, else on the training
+        rows). Changing it alone need not retrain anything (see ``memory``).
 
     class_column : int or None, default=0
         Column of ``X`` holding the predicted class (integer values), which
@@ -130,6 +147,28 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
     metric : {"top_half_l1", "mse"}, default="top_half_l1"
         Reconstruction error: Ko & Lim's mean of the absolute errors above each
         row's median, or the mean squared error.
+
+    contrast : float >= 0, default=0.0
+        Weight of a class-contrastive term in the score. An adversarial input
+        is classified as class ``c`` but its map still looks like its original
+        class's: badly rebuilt by the autoencoder of ``c``, comparatively well
+        by another's. With ``e_k`` the error under class ``k``'s autoencoder,
+        a row routed to ``c`` scores ``e_c * (e_c / min_{k != c} e_k) **
+        contrast``, so ``log(score) = log(e_c) + contrast * (log(e_c) -
+        min_{k != c} log(e_k))``. ``0`` is Ko & Lim's plain error. Scoring
+        then runs every class's autoencoder on every row (cheap next to the
+        classifier's backward pass); it needs ``class_column``. On MNIST,
+        0.5 lifts the mean per-class ROC AUC against FGSM at eps 0.05 from
+        0.93 to 0.95 with the paper's autoencoders (see ``make_detector``).
+
+    validation_fraction : float in (0, 0.5] or None, default=None
+        Share of the benign rows (stratified by class) held out from the
+        autoencoders to set the thresholds. Autoencoders large enough to fit
+        their own training maps closely score them lower than new benign
+        maps, so thresholds from in-sample scores flag more than
+        ``contamination`` of new benign inputs. ``None``: train on every row
+        and set the thresholds on the training scores. Not used by
+        :meth:`partial_fit`.
 
     min_class_size : int, default=10
         Classes with fewer benign training rows get no autoencoder of their
@@ -163,8 +202,9 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
 
     random_state : int, RandomState instance or None, default=None
         Seeds each autoencoder's initialisation and shuffling (one seed per
-        class, drawn in class order, so results do not depend on ``n_jobs``).
-        Torch's global generator is left untouched.
+        class, drawn in class order, so results do not depend on ``n_jobs``)
+        and the rows held out by ``validation_fraction``. Torch's global
+        generator is left untouched.
 
     verbose : int, default=0
         Progress bar over the autoencoders when positive; skorch's per-epoch
@@ -232,6 +272,8 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "class_column": [Interval(numbers.Integral, 0, None, closed="left"), None],
         "metric": [StrOptions(set(METRICS))],
+        "contrast": [Interval(numbers.Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(numbers.Real, 0, 0.5, closed="right"), None],
         "min_class_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "unseen_class": [StrOptions({"error", "fallback"})],
         "memory": [None, str, HasMethods(["cache"])],
@@ -248,6 +290,8 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         contamination=0.05,
         class_column=0,
         metric="top_half_l1",
+        contrast=0.0,
+        validation_fraction=None,
         min_class_size=10,
         unseen_class="error",
         memory=None,
@@ -260,6 +304,8 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self.contamination = contamination
         self.class_column = class_column
         self.metric = metric
+        self.contrast = contrast
+        self.validation_fraction = validation_fraction
         self.min_class_size = min_class_size
         self.unseen_class = unseen_class
         self.memory = memory
@@ -327,6 +373,11 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         if X.shape[0] == 0:
             raise ValueError("y marks no row as benign (+1): nothing to learn from.")
         classes, maps = self._split(X)
+        if classes is None and self.contrast > 0:
+            raise ValueError(
+                f"contrast={self.contrast!r} compares the classes' autoencoders and "
+                "needs a class column; got class_column=None. Use contrast=0."
+            )
         template = (
             make_reconstructor() if self.reconstructor is None else self.reconstructor
         )
@@ -334,12 +385,30 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
 
         if classes is None:
-            labels, counts = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+            labels = np.empty(0, dtype=np.int64)
         else:
-            labels, counts = np.unique(classes, return_counts=True)
+            labels = np.unique(classes)
         # One seed per seen class (in class order) and one for the shared net,
         # drawn whatever the routing, so seeds do not depend on n_jobs.
         seeds = rng.randint(np.iinfo(np.int32).max, size=labels.size + 1)
+        held_out = None
+        if self.validation_fraction is not None:
+            if X.shape[0] < 2:
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction!r} holds benign "
+                    "rows out of training and needs at least 2 of them; got "
+                    f"n_samples = {X.shape[0]}."
+                )
+            keep, held = train_test_split(
+                np.arange(X.shape[0]),
+                test_size=self.validation_fraction,
+                stratify=_stratify_or_none(classes),
+                random_state=rng,
+            )
+            held_out = (None if classes is None else classes[held], maps[held])
+            maps = maps[keep]
+            classes = None if classes is None else classes[keep]
+        counts = np.array([np.sum(classes == c) for c in labels], dtype=np.int64)
         own = counts >= self.min_class_size
         self.class_labels_ = labels[own]
         self.fallback_classes_ = labels[~own]
@@ -357,9 +426,12 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             tasks.append((maps, int(seeds[-1])))
 
         memory = check_memory(self.memory)
-        fit_one = memory.cache(_fit_reconstructor, ignore=["verbose"])
+        fit_one = memory.cache(_fit_reconstructor, ignore=["verbose", "X"])
+        keyed = needs_key(memory)
         jobs = (
-            delayed(fit_one)(template, Xc, seed, device, self.verbose)
+            delayed(fit_one)(
+                template, Xc, seed, device, self.verbose, keyed and array_digest(Xc)
+            )
             for Xc, seed in tasks
         )
         results = Parallel(n_jobs=self.n_jobs, return_as="generator")(jobs)
@@ -368,16 +440,28 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
 
             results = tqdm(results, total=len(tasks), desc="autoencoders")
         self.reconstructors_ = list(results)
-        self._fitted_with = (self.metric, self.class_column)
+        self._fitted_with = (self.metric, self.class_column, self.contrast)
         self.n_samples_seen_ = np.array([len(Xc) for Xc, _ in tasks])
 
-        # Thresholds from each autoencoder's own benign training rows; the
-        # shared one is calibrated on every benign row it was trained on.
+        # Thresholds from each autoencoder's benign rows: the held-out ones of
+        # its class (its training rows when none was held out); the shared
+        # autoencoder is calibrated on every row.
+        calibration = [Xc for Xc, _ in tasks]
+        if held_out is not None:
+            held_classes, held_maps = held_out
+            for i in range(len(calibration)):
+                rows = (
+                    held_maps
+                    if i == self.fallback_index_
+                    else held_maps[held_classes == self.class_labels_[i]]
+                )
+                if len(rows):
+                    calibration[i] = rows
         q = 100 * self.contamination
         self.offset_ = np.array(
             [
-                np.percentile(-self._errors(net, Xc), q)
-                for net, (Xc, _) in zip(self.reconstructors_, tasks, strict=True)
+                np.percentile(-self._score(rows, np.full(len(rows), i)), q)
+                for i, rows in enumerate(calibration)
             ]
         )
         return self
@@ -431,13 +515,18 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             else self._route(batch_classes)
         )
         q = 100 * self.contamination
-        for i, net in enumerate(self.reconstructors_):
-            rows = maps if i == self.fallback_index_ else maps[route == i]
-            if len(rows) == 0:
-                continue
-            _train(net, rows)
-            self.n_samples_seen_[i] += len(rows)
-            self.offset_[i] = np.percentile(-self._errors(net, rows), q)
+        batches = [
+            maps if i == self.fallback_index_ else maps[route == i]
+            for i in range(len(self.reconstructors_))
+        ]
+        for i, rows in enumerate(batches):
+            if len(rows):
+                _train(self.reconstructors_[i], rows)
+                self.n_samples_seen_[i] += len(rows)
+        for i, rows in enumerate(batches):
+            if len(rows):
+                scores = -self._score(rows, np.full(len(rows), i))
+                self.offset_[i] = np.percentile(scores, q)
         return self
 
     def _start_stream(self, n_features, classes):
@@ -468,7 +557,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         ]
         self.n_samples_seen_ = np.zeros(len(keep), dtype=np.int64)
         self.offset_ = np.full(len(keep), np.nan)
-        self._fitted_with = (self.metric, self.class_column)
+        self._fitted_with = (self.metric, self.class_column, self.contrast)
 
     def _reconstruct_chunks(self, net, maps):
         """Yield (start, chunk, reconstruction) tensors over ``maps``.
@@ -557,12 +646,13 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         return np.where(has_own, index, self.fallback_index_)
 
     def _check_fitted_with(self):
-        if (self.metric, self.class_column) != self._fitted_with:
+        if (self.metric, self.class_column, self.contrast) != self._fitted_with:
+            metric, class_column, contrast = self._fitted_with
             raise ValueError(
-                "metric or class_column changed since fit (fitted with "
-                f"metric={self._fitted_with[0]!r}, "
-                f"class_column={self._fitted_with[1]!r}); the thresholds belong to "
-                "the fitted values: refit the detector."
+                "metric, class_column or contrast changed since fit (fitted with "
+                f"metric={metric!r}, class_column={class_column!r}, "
+                f"contrast={contrast!r}); the thresholds belong to the fitted "
+                "values: refit the detector."
             )
 
     def _maps_and_route(self, X):
@@ -588,13 +678,36 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             )
         return maps, route
 
+    def _score(self, maps, route):
+        """Error of each row under its autoencoder ``route``, with the contrast."""
+        errors = np.empty(maps.shape[0], dtype=np.float64)
+        n_class = len(self.class_labels_)
+        if self.contrast == 0 or n_class < 2:
+            for i in np.unique(route):
+                rows = route == i
+                errors[rows] = self._errors(self.reconstructors_[i], maps[rows])
+            return errors
+        # Every class's autoencoder on every row: the contrast needs them all.
+        every = np.column_stack(
+            [self._errors(net, maps) for net in self.reconstructors_[:n_class]]
+        )
+        own_class = route < n_class
+        errors[own_class] = every[own_class, route[own_class]]
+        if not own_class.all():  # rows of the fallback: compared with every class
+            errors[~own_class] = self._errors(
+                self.reconstructors_[self.fallback_index_], maps[~own_class]
+            )
+        every[own_class, route[own_class]] = np.inf
+        best_other = every.min(axis=1)
+        tiny = 1e-12  # errors are non-negative; a zero error stays zero
+        log_ratio = np.log(np.maximum(errors, tiny)) - np.log(
+            np.maximum(best_other, tiny)
+        )
+        return errors * np.exp(np.clip(self.contrast * log_ratio, -700.0, 700.0))
+
     def _scores_and_route(self, X):
         maps, route = self._maps_and_route(X)
-        errors = np.empty(maps.shape[0], dtype=np.float64)
-        for i in np.unique(route):
-            rows = route == i
-            errors[rows] = self._errors(self.reconstructors_[i], maps[rows])
-        return errors, route
+        return self._score(maps, route), route
 
     def reconstruct(self, X):
         """Each row's map as its class's autoencoder reconstructs it.
@@ -628,7 +741,8 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         Returns
         -------
         errors : ndarray of shape (n_samples,)
-            The error of the row's class autoencoder (``metric``).
+            The error of the row's class autoencoder (``metric``), times the
+            class-contrastive factor when ``contrast`` is positive.
         """
         return self._scores_and_route(X)[0]
 

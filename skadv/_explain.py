@@ -23,7 +23,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from skadv._torch_utils import resolve_device
+from skadv._torch_utils import array_digest, resolve_device
 
 METHODS = (
     "saliency",
@@ -119,7 +119,8 @@ def _model_fingerprint(module):
 
 
 def _explain_cached(transformer, key, X):
-    # Module-level for joblib.Memory; ``key`` and ``X`` are the cache key.
+    # Module-level for joblib.Memory; ``key`` (which holds a digest of ``X``)
+    # is the cache key.
     return transformer._explain(X)
 
 
@@ -568,9 +569,10 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
             self.normalize,
             self.input_shape_,
             repr(sorted((self.method_params or {}).items())),
+            array_digest(X),
         )
         explain = check_memory(self.memory).cache(
-            _explain_cached, ignore=["transformer"]
+            _explain_cached, ignore=["transformer", "X"]
         )
         return explain(self, key, X)
 

@@ -345,7 +345,9 @@ def test_parameters_that_shape_the_fit_cannot_change_silently(maps, fitted):
     changed.__dict__.update(
         {k: v for k, v in fitted.__dict__.items() if k.endswith("_") or k[0] == "_"}
     )
-    with pytest.raises(ValueError, match="metric or class_column changed since fit"):
+    with pytest.raises(
+        ValueError, match="metric, class_column or contrast changed since fit"
+    ):
         changed.predict(benign)
     lenient_now = detector().fit(benign).set_params(unseen_class="fallback")
     X = benign[:3].copy()
@@ -454,3 +456,142 @@ def test_reconstruct_gives_the_maps_behind_the_errors(maps, fitted):
         fitted.reconstruction_error(X),
         rtol=1e-6,
     )
+
+
+def _errors_under_every_class(det, X):
+    """Plain error of every row under every class's autoencoder (n, n_classes)."""
+    columns = []
+    for c in det.class_labels_:
+        rerouted = X.copy()
+        rerouted[:, 0] = c
+        columns.append(det.reconstruction_error(rerouted))
+    return np.column_stack(columns)
+
+
+def test_contrast_matches_its_definition(maps):
+    benign, odd = maps
+    X = np.vstack([benign, odd])
+    plain = detector().fit(benign)
+    contrastive = detector(contrast=0.5).fit(benign)
+    # The contrast changes the score, not the training: same autoencoders.
+    for a, b in zip(plain.reconstructors_, contrastive.reconstructors_, strict=True):
+        for pa, pb in zip(a.module_.parameters(), b.module_.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+    every = _errors_under_every_class(plain, X)
+    own = X[:, 0].astype(int)
+    e_own = every[np.arange(len(X)), own]
+    masked = every.copy()
+    masked[np.arange(len(X)), own] = np.inf
+    expected = e_own * (e_own / masked.min(axis=1)) ** 0.5
+    np.testing.assert_allclose(contrastive.reconstruction_error(X), expected, rtol=1e-6)
+    # Thresholds are quantiles of the contrastive score on the training rows.
+    train_scores = -contrastive.score_samples(benign)
+    for i, c in enumerate(contrastive.class_labels_):
+        assert contrastive.offset_[i] == pytest.approx(
+            np.percentile(-train_scores[benign[:, 0] == c], 5)
+        )
+
+
+def test_contrast_forgives_maps_that_every_class_rebuilds_badly():
+    # Benign rows include hard ones (noisy maps that no autoencoder rebuilds
+    # well); the anomalies are maps mostly of another class (70/30 blends)
+    # routed to the wrong one. The plain error confuses the two, the contrast
+    # does not.
+    rng = np.random.default_rng(0)
+    patterns = rng.random((3, 16))
+    classes = np.repeat(np.arange(3), 100)
+    noise = np.where(np.arange(300) % 4 == 0, 0.4, 0.03)[:, None]
+    maps = np.clip(patterns[classes] + noise * rng.standard_normal((300, 16)), 0, 1)
+    benign = np.column_stack([classes, maps]).astype(np.float32)
+    hard = benign[::4]
+    routed = np.tile([1, 2, 0], 20)
+    blends = 0.7 * patterns[(routed + 2) % 3] + 0.3 * patterns[routed]
+    blends = np.clip(blends + 0.03 * rng.standard_normal((60, 16)), 0, 1)
+    swapped = np.column_stack([routed, blends]).astype(np.float32)
+    X = np.vstack([hard, swapped])
+    y = np.r_[np.ones(len(hard)), -np.ones(len(swapped))]
+    auc = {
+        contrast: detection_roc_auc(
+            y, detector(contrast=contrast).fit(benign).reconstruction_error(X)
+        )
+        for contrast in (0.0, 1.0)
+    }
+    # Measured: plain 0.49 (chance), contrastive 1.0.
+    assert auc[1.0] > 0.95
+    assert auc[0.0] < 0.7
+
+
+def test_contrast_needs_a_class_column(maps):
+    benign, _ = maps
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "contrast=0.5 compares the classes' autoencoders and needs a class "
+            "column; got class_column=None. Use contrast=0."
+        ),
+    ):
+        detector(contrast=0.5, class_column=None).fit(benign[:, 1:])
+
+
+def test_contrast_with_the_fallback_and_a_single_class(maps):
+    benign, _ = maps
+    det = detector(contrast=0.5, unseen_class="fallback").fit(benign)
+    X = benign[:6].copy()
+    X[:, 0] = 7  # unseen: the fallback, compared with every class
+    every = _errors_under_every_class(detector(unseen_class="fallback").fit(benign), X)
+    plain_fallback = (
+        detector(unseen_class="fallback").fit(benign).reconstruction_error(X)
+    )
+    expected = plain_fallback * (plain_fallback / every.min(axis=1)) ** 0.5
+    np.testing.assert_allclose(det.reconstruction_error(X), expected, rtol=1e-6)
+    # One class: no other class to compare with, the plain error.
+    one = benign[benign[:, 0] == 0]
+    np.testing.assert_array_equal(
+        detector(contrast=0.5).fit(one).reconstruction_error(one),
+        detector().fit(one).reconstruction_error(one),
+    )
+
+
+def test_validation_fraction_sets_thresholds_on_held_out_rows(maps):
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import check_random_state
+
+    benign, _ = maps
+    det = detector(validation_fraction=0.2, contamination=0.1).fit(benign)
+    # Reproduce the split: the seeds are drawn first, then the rows held out.
+    rng = check_random_state(0)
+    rng.randint(np.iinfo(np.int32).max, size=len(det.class_labels_) + 1)
+    _, held = train_test_split(
+        np.arange(len(benign)), test_size=0.2, stratify=benign[:, 0], random_state=rng
+    )
+    assert det.n_samples_seen_.sum() == len(benign) - len(held)
+    scores = det.score_samples(benign[held])
+    for i, c in enumerate(det.class_labels_):
+        assert det.offset_[i] == pytest.approx(
+            np.percentile(scores[benign[held, 0] == c], 10)
+        )
+    with pytest.raises(ValueError, match="needs at least 2 of them; got n_samples = 1"):
+        detector(validation_fraction=0.2).fit(benign[:1])
+
+
+def test_validation_fraction_brings_new_benign_rows_near_the_target():
+    # A wide autoencoder trained long on few rows fits its own training maps
+    # closely: in-sample thresholds flag far more than 5% of new benign maps.
+    from conftest import make_maps
+
+    rows, _ = make_maps(n_per_class=530, n_features=32, seed=1)
+    first = np.concatenate([np.flatnonzero(rows[:, 0] == c)[:30] for c in range(3)])
+    benign, new = rows[first], np.delete(rows, first, axis=0)
+    wide = make_reconstructor(module__hidden=128, max_epochs=300, batch_size=16)
+    fpr = {
+        fraction: (
+            detector(reconstructor=wide, validation_fraction=fraction)
+            .fit(benign)
+            .predict(new)
+            == -1
+        ).mean()
+        for fraction in (None, 0.3)
+    }
+    # Measured on 1,500 new benign rows: 0.134 in-sample, 0.073 held out.
+    assert fpr[None] > 0.1
+    assert fpr[0.3] < fpr[None] - 0.03

@@ -177,3 +177,25 @@ def test_adaptive_attack_validates_its_input(problem, fitted):
         make_adaptive_adversarial(fitted, problem["X_test"][:2] + 2)
     with pytest.raises(ValueError, match="eps must be a positive float; got -1"):
         make_adaptive_adversarial(fitted, problem["X_test"][:2], eps=-1)
+
+
+@pytest.mark.parametrize("contrast", [0.0, 0.5])
+def test_adaptive_attack_differentiates_the_detectors_own_score(problem, contrast):
+    # The attack's torch copy of the score must be the detector's score: on the
+    # real model (not the softplus surrogate) the two agree.
+    import torch
+
+    from skadv.attacks._adaptive import _differentiable_score
+
+    detector = make_detector(problem["classifier"], contrast=contrast)
+    detector.fit(problem["X_train"])
+    transformer, reconstruction = detector[0], detector[-1]
+    X = np.concatenate([problem["X_test"][:40], problem["X_fgsm"][:40]])
+    x = torch.tensor(X, requires_grad=True)
+    nets = [net.module_ for net in reconstruction.reconstructors_]
+    score = _differentiable_score(
+        x, transformer.module_, transformer, reconstruction, nets
+    )
+    np.testing.assert_allclose(
+        score.detach().numpy(), -detector.decision_function(X), rtol=1e-4, atol=1e-5
+    )

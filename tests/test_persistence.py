@@ -725,3 +725,12 @@ def test_a_forged_description_is_refused(saved, tmp_path, edit, error):
         ValueError, match=re.escape(f"{path} is not a valid skadv file: {error}")
     ):
         load(path)
+
+
+def test_contrastive_detector_with_held_out_thresholds_round_trips(maps, tmp_path):
+    benign, odd = maps
+    original = detector(contrast=0.5, validation_fraction=0.2).fit(benign)
+    save(original, tmp_path / "contrastive.skadv")
+    loaded = load(tmp_path / "contrastive.skadv")
+    assert loaded.get_params()["contrast"] == 0.5
+    assert_same_scores(loaded, original, np.vstack([benign, odd]))

@@ -138,16 +138,3 @@ def test_quick_and_full_are_exclusive(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--quick", "--full"])
     assert "not allowed with argument" in capsys.readouterr().err
-
-
-def test_make_detector_presets():
-    import torch
-
-    from skadv._presets import PRESETS, make_detector
-
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    for name in PRESETS:
-        pipeline = make_detector(model, preset=name, random_state=0)
-        assert pipeline[0].method == PRESETS[name]["method"]
-    with pytest.raises(ValueError, match="preset must be one of"):
-        make_detector(model, preset="nope")

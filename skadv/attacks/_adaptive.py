@@ -99,23 +99,47 @@ def _differentiable_score(x, surrogate, transformer, reconstruction, nets):
             own.float().argmax(dim=1),
             torch.full_like(predicted, -1 if fallback is None else fallback),
         )
-    score = torch.zeros(len(x), device=x.device)
     offsets = torch.as_tensor(
         reconstruction.offset_, dtype=torch.float32, device=x.device
     )
+    n_class = len(reconstruction.class_labels_)
+    if reconstruction.contrast > 0 and n_class >= 2:
+        # Every class's error on every map, as the detector's contrast needs.
+        every = torch.stack(
+            [_error(maps, nets[k], reconstruction.metric) for k in range(n_class)],
+            dim=1,
+        )
+    error = torch.zeros(len(x), device=x.device)
     for i in route.unique().tolist():
         if i < 0:  # a class the detector refuses to score: no gradient to follow
             continue
         rows = route == i
-        reconstructed = nets[i](maps[rows])
-        diff = (maps[rows] - reconstructed).abs()
-        if reconstruction.metric == "mse":
-            error = (diff**2).mean(dim=1)
+        if reconstruction.contrast > 0 and n_class >= 2 and i < n_class:
+            error[rows] = every[rows, i]
         else:
-            median = diff.median(dim=1, keepdim=True).values
-            error = (diff * (diff > median)).sum(dim=1) / diff.shape[1]
-        score[rows] = error + offsets[i]  # = -(score_samples - offset_)
+            error[rows] = _error(maps[rows], nets[i], reconstruction.metric)
+    if reconstruction.contrast > 0 and n_class >= 2:
+        own = (route >= 0) & (route < n_class)
+        mask = torch.zeros_like(every, dtype=torch.bool)
+        mask[own, route[own]] = True
+        best_other = every.masked_fill(mask, float("inf")).amin(dim=1)
+        tiny = 1e-12
+        log_ratio = error.clamp_min(tiny).log() - best_other.clamp_min(tiny).log()
+        error = error * torch.exp(reconstruction.contrast * log_ratio)
+    known = route >= 0
+    score = torch.zeros(len(x), device=x.device)
+    # = -(score_samples - offset_) of the detector
+    score[known] = error[known] + offsets[route[known]]
     return score
+
+
+def _error(maps, net, metric):
+    """The detector's reconstruction error of ``maps`` under ``net``, in torch."""
+    diff = (maps - net(maps)).abs()
+    if metric == "mse":
+        return (diff**2).mean(dim=1)
+    median = diff.median(dim=1, keepdim=True).values
+    return (diff * (diff > median)).sum(dim=1) / diff.shape[1]
 
 
 def make_adaptive_adversarial(
