@@ -35,7 +35,9 @@ extensions = [
     "sphinx.ext.intersphinx",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "myst_parser",  # the results page includes the markdown tables of the runs
 ]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "sg_execution_times.rst", "**.ipynb_checkpoints"]

@@ -115,6 +115,87 @@ def summary_tables(results):
     }
 
 
+def check_targets(results):
+    """The study's targets, measured: paper configuration within 0.01 of the
+    published mean AUC, best configuration at least the paper everywhere and
+    >= 0.97 against FGSM at eps 0.05, run time (1 h full, 5 min quick).
+
+    MNIST only: the published numbers are MNIST's.
+    """
+    if results["config"]["dataset"] != "mnist":
+        return {}
+    rows = results["tables"]["figure2"]
+    paper_gaps = [
+        {"set": set_key(r["attack"], r["eps"]), "diff": r["mean"] - r["paper_mean"]}
+        for r in rows
+    ]
+    targets = {
+        "paper_config_within_0.01": {
+            "met": all(abs(g["diff"]) <= 0.01 for g in paper_gaps),
+            "exceptions": [g for g in paper_gaps if abs(g["diff"]) > 0.01],
+        }
+    }
+    best = [r for r in rows if "best_mean" in r]
+    if best:
+        below = [
+            {
+                "set": set_key(r["attack"], r["eps"]),
+                "diff": r["best_mean"] - r["paper_mean"],
+            }
+            for r in best
+            if r["best_mean"] < r["paper_mean"]
+        ]
+        targets["best_at_least_paper_everywhere"] = {
+            "detector": _best_name(results),
+            "met": not below,
+            "exceptions": below,
+        }
+        fgsm = [
+            r for r in best if r["attack"] == "fgsm" and abs(r["eps"] - 0.05) < 1e-9
+        ]
+        if fgsm:
+            targets["best_fgsm_0.05_mean_auc"] = {
+                "value": fgsm[0]["best_mean"],
+                "target": 0.97,
+                "met": fgsm[0]["best_mean"] >= 0.97,
+                "tpr_at_5_fpr": fgsm[0]["best_tpr_at_5_fpr"],
+            }
+    mode = results["config"]["mode"]
+    if mode in ("full", "quick"):
+        limit = 3600 if mode == "full" else 300
+        total = results["timings"]["total"]
+        targets["run_seconds"] = {
+            "value": total,
+            "target": limit,
+            "met": total <= limit,
+            "classifier_and_attacks_from_cache": results["classifier"]["cached"],
+        }
+    return targets
+
+
+def format_targets(targets):
+    """The targets as markdown lines."""
+    if not targets:
+        return []
+    lines = ["## Targets", ""]
+    for name, t in targets.items():
+        verdict = "met" if t["met"] else "**not met**"
+        detail = ""
+        if "value" in t:
+            detail = f": {t['value']:.4g} (target {t['target']:g})"
+        if "tpr_at_5_fpr" in t:
+            detail += f", TPR at 5% FPR {t['tpr_at_5_fpr']:.3f}"
+        if t.get("classifier_and_attacks_from_cache"):
+            detail += " (classifier and attacks from the cache)"
+        exceptions = ", ".join(
+            f"{e['set']} {e['diff']:+.4f}" for e in t.get("exceptions", [])
+        )
+        if exceptions:
+            detail += f"; exceptions: {exceptions}"
+        lines.append(f"- `{name}`{detail}: {verdict}")
+    return [*lines, ""]
+
+
 def format_tables(results):
     """The tables as markdown."""
     c = results["config"]
@@ -129,6 +210,7 @@ def format_tables(results):
         f"accuracy {results['classifier']['test_accuracy']:.4f}. Total run time "
         f"{results['timings']['total']:.0f} s.",
         "",
+        *format_targets(results.get("targets")),
         "## Mean / min / max per-class ROC AUC (Figure 2)",
         "",
     ]
