@@ -21,10 +21,16 @@ DEMO_EPS = (0.1, 0.2, 0.3)
 def make_digits_detector(classifier, *, random_state=0):
     """The detector pipeline the demo uses on the 8x8 digits.
 
-    Saliency maps with Ko & Lim's percentile normalisation, then one MLP
-    autoencoder per predicted class. On 1.3k training digits the paper's 10
-    epochs leave the autoencoders undertrained (about 40 updates per class):
-    100 epochs and a 32-unit bottleneck (64-value maps) suit this data.
+    Input x gradient maps with Ko & Lim's percentile normalisation, then one
+    MLP autoencoder per predicted class (300 epochs, 128 hidden units), with
+    thresholds set on 20% of the benign training maps held out from the
+    autoencoders. What the small-data study of ``skadv reproduce --dataset
+    digits`` found: on 1.3k training digits the paper's 10 epochs leave the
+    autoencoders undertrained (about 40 updates per class), 64-value saliency
+    maps carry less than input x gradient maps, and autoencoders trained this
+    long fit their own training maps, so in-sample thresholds would flag 30%
+    of new benign digits. Mean per-class ROC AUC against FGSM, BIM and MIM at
+    eps 0.05-0.30: 0.93-0.97, against 0.60-0.74 with the paper's settings.
 
     Parameters
     ----------
@@ -40,10 +46,11 @@ def make_digits_detector(classifier, *, random_state=0):
         Unfitted: ExplanationTransformer, then ExplanationReconstructionDetector.
     """
     return make_pipeline(
-        ExplanationTransformer(classifier, method="saliency"),
+        ExplanationTransformer(classifier, method="input_x_gradient"),
         ExplanationReconstructionDetector(
-            reconstructor=make_reconstructor(max_epochs=100, module__hidden=32),
+            reconstructor=make_reconstructor(max_epochs=300, module__hidden=128),
             contamination=0.05,
+            validation_fraction=0.2,
             random_state=random_state,
         ),
     )
@@ -260,9 +267,9 @@ def _plot_demo(path, detector, X_test, example, example_name, curves):
     axes = left.subplots(len(index), 4)
     titles = [
         "benign input",
-        "its saliency map",
+        "its explanation",
         f"adversarial ({example_name})",
-        "its saliency map",
+        "its explanation",
     ]
     for row, i in enumerate(index):
         panels = [X_test[i, 0], benign_maps[row, 1:], X_adv[i, 0], adv_maps[row, 1:]]

@@ -29,7 +29,7 @@ def test_demo_writes_results_picture_and_detector(demo_run, capsys):
     (row,) = results["rows"]
     assert row["attack"] == "fgsm" and row["eps"] == 0.3
     assert row["attack_success_rate"] > 0.9
-    assert row["roc_auc"] > 0.7  # measured 0.81
+    assert row["roc_auc"] > 0.85  # measured 0.93 (0.81 with the former settings)
     image = matplotlib.image.imread(demo_run / "demo.png")
     assert image.shape[0] > 400 and image.shape[1] > 800
     detector = joblib.load(demo_run / "detector.joblib")
