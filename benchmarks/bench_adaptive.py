@@ -11,8 +11,11 @@ Usage::
 
     python benchmarks/bench_adaptive.py                                 # digits
     python benchmarks/bench_adaptive.py --dataset mnist --data-home ../shared/data
+    python benchmarks/bench_adaptive.py --dataset mnist --data-home ../shared/data \
+        --preset contrastive-h256
 
-Results go to ``benchmarks/results/adaptive-<dataset>.json``.
+Results go to ``benchmarks/results/adaptive-<dataset>[-<preset>].json`` (the
+MNIST default is Ko & Lim's configuration, preset ``ko-lim-2021``).
 """
 
 import argparse
@@ -24,21 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
 
-from skadv import (
-    ExplanationReconstructionDetector,
-    ExplanationTransformer,
-    make_reconstructor,
-)
+from skadv import make_detector
 from skadv._demo import make_digits_detector
+from skadv._presets import PRESETS
 from skadv.attacks import make_adaptive_adversarial
 from skadv.metrics import detection_roc_auc, tpr_at_fpr
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def load(dataset, data_home, n_attack, classifier_state=None):
+def load(dataset, data_home, n_attack, classifier_state=None, preset="ko-lim-2021"):
     if dataset == "digits":
         from skadv.datasets import load_digits
         from skadv.models import make_digits_classifier
@@ -49,7 +48,13 @@ def load(dataset, data_home, n_attack, classifier_state=None):
         )
         classifier = make_digits_classifier(random_state=0).fit(X_train, y_train)
         detector = make_digits_detector(classifier).fit(X_train)
-        config = "demo detector: saliency, MLP 32 hidden, 100 epochs"
+        transformer, reconstruction = detector[0], detector[-1]
+        net = reconstruction.reconstructor.get_params()
+        config = (
+            f"demo detector: {transformer.method} maps, MLP "
+            f"{net['module__hidden']} hidden, {net['max_epochs']} epochs, "
+            f"validation_fraction={reconstruction.validation_fraction}"
+        )
     else:
         from skadv.datasets import load_mnist
         from skadv.models import make_mnist_classifier
@@ -65,15 +70,10 @@ def load(dataset, data_home, n_attack, classifier_state=None):
             classifier.module_.load_state_dict(state)
         else:
             classifier = make_mnist_classifier(random_state=0).fit(X_train, y_train)
-        # Ko & Lim's configuration: saliency, one 784-64-784 MLP per class,
-        # 10 epochs, batch 32, top-half L1.
-        detector = make_pipeline(
-            ExplanationTransformer(classifier),
-            ExplanationReconstructionDetector(
-                reconstructor=make_reconstructor(), random_state=0
-            ),
+        detector = make_detector(
+            classifier, preset=preset, n_jobs=2, random_state=0
         ).fit(X_train)
-        config = "Ko & Lim 2021: saliency, MLP 64 hidden, 10 epochs"
+        config = f"preset {preset!r}: {PRESETS[preset]['description']}"
     rng = np.random.default_rng(0)
     pick = rng.choice(len(X_test), size=min(n_attack, len(X_test)), replace=False)
     return detector, X_test, y_test, pick, config
@@ -101,22 +101,36 @@ def main(argv=None):
         "--classifier-state",
         help="MNIST: a trained MnistCNN state_dict to use instead of training one",
     )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="ko-lim-2021",
+        help="MNIST: the detector configuration (skadv.make_detector)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=[10.0],
+        help="detector weights of the adaptive attack (its score's scale depends "
+        "on the detector: try several)",
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     detector, X_test, y_test, pick, config = load(
-        args.dataset, args.data_home, args.n_attack
+        args.dataset, args.data_home, args.n_attack, args.classifier_state, args.preset
     )
     benign_score = -detector.decision_function(X_test)
     X, y = X_test[pick], y_test[pick]
-    variants = {
-        "pgd (non-adaptive)": {"detector_weight": 0.0},
-        "adaptive": {"detector_weight": 10.0},
-        "adaptive, stop below threshold": {
-            "detector_weight": 10.0,
+    variants = {"pgd (non-adaptive)": {"detector_weight": 0.0}}
+    for weight in args.weights:
+        tag = "" if weight == 10 else f" (weight {weight:g})"
+        variants[f"adaptive{tag}"] = {"detector_weight": weight}
+        variants[f"adaptive, stop below threshold{tag}"] = {
+            "detector_weight": weight,
             "stop_when_evading": True,
-        },
-    }
+        }
     rows = []
     for eps in args.eps:
         for name, params in variants.items():
@@ -126,11 +140,12 @@ def main(argv=None):
             row = {
                 "attack": name,
                 "eps": eps,
+                "detector_weight": params["detector_weight"],
                 **evaluate(detector, benign_score, X_adv, success, evaded),
             }
             rows.append(row)
             print(
-                f"{name:<32} eps={eps:.2f} success={row['attack_success_rate']:.3f} "
+                f"{name:<46} eps={eps:.2f} success={row['attack_success_rate']:.3f} "
                 f"evaded={row['evasion_rate']:.3f} auc={row['roc_auc']:.3f} "
                 f"tpr@5%={row['tpr_at_5_fpr']:.3f}",
                 flush=True,
@@ -146,7 +161,12 @@ def main(argv=None):
         "seconds": time.perf_counter() - start,
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"adaptive-{args.dataset}.json"
+    suffix = (
+        ""
+        if args.dataset == "digits" or args.preset == "ko-lim-2021"
+        else (f"-{args.preset}")
+    )
+    path = RESULTS / f"adaptive-{args.dataset}{suffix}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path} in {results['seconds']:.0f} s")
 
