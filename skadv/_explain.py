@@ -23,7 +23,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from skadv._torch_utils import array_digest, resolve_device
+from skadv._torch_utils import array_digest, needs_key, resolve_device
 
 METHODS = (
     "saliency",
@@ -558,7 +558,8 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, _ = self._validate_input(X, reset=False)
-        if self.memory is None:
+        memory = check_memory(self.memory)
+        if not needs_key(memory):
             return self._explain(X)
         # Cached on what determines the maps: the model's weights and
         # architecture, the method's settings and X (not the transformer
@@ -571,9 +572,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
             repr(sorted((self.method_params or {}).items())),
             array_digest(X),
         )
-        explain = check_memory(self.memory).cache(
-            _explain_cached, ignore=["transformer", "X"]
-        )
+        explain = memory.cache(_explain_cached, ignore=["transformer", "X"])
         return explain(self, key, X)
 
     def _explain(self, X):

@@ -13,7 +13,6 @@ from skadv._explain import ExplanationTransformer
 
 PRESETS = {
     "ko-lim-2021": {
-        "name": "ko-lim-2021",
         "description": "Ko & Lim (2021): saliency maps (percentile), one "
         "784-64-784 MLP autoencoder per predicted class, 10 epochs, top-half L1",
         "method": "saliency",
@@ -25,7 +24,6 @@ PRESETS = {
         "validation_fraction": None,
     },
     "contrastive-h256": {
-        "name": "contrastive-h256",
         "description": "saliency maps (percentile), one 784-256-784 MLP "
         "autoencoder per predicted class trained 30 epochs on 90% of the benign "
         "training maps, class-contrastive top-half L1 score (weight 0.5), "

@@ -933,9 +933,11 @@ class _Study:
                 np.quantile(benign_decision, np.linspace(0, 0.1, 101)),
             ]
         )
+        # name -> (estimator, contamination of its detector, threshold shift or
+        # None for the detector's own thresholds)
         rules = {}
         for c, det in detectors.items():
-            rules[f"contamination={c}"] = (det, None)
+            rules[f"contamination={c}"] = (det, c, None)
         tuners = {
             "calibrated balanced accuracy": "balanced_accuracy",
             "calibrated FPR<=0.01": make_scorer(_tpr_within_fpr, max_fpr=0.01),
@@ -955,7 +957,7 @@ class _Study:
                 refit=False,
                 thresholds=grid,
             ).fit(cal_X, cal_y)
-            rules[name] = (tuned, float(tuned.best_threshold_))
+            rules[name] = (tuned, 0.05, float(tuned.best_threshold_))
         test_rows, y_test = src["test"]
         out = {"calibration": calibration, "rules": {}}
         # Each rule is a threshold on a decision function: score every set once
@@ -965,12 +967,8 @@ class _Study:
             decisions[c] = {"test": det.decision_function(f(spec, test_rows))}
             for key, (adv_rows, _) in src["adv"].items():
                 decisions[c][key] = det.decision_function(f(spec, adv_rows))
-        for name, (estimator, threshold) in rules.items():
-            d = (
-                decisions[0.05]
-                if threshold is not None
-                else decisions[float(name.split("=")[1])]
-            )
+        for name, (estimator, contamination, threshold) in rules.items():
+            d = decisions[contamination]
             cut = 0.0 if threshold is None else threshold
             benign_flag = d["test"] < cut
             check = slice(0, 200)
@@ -1163,10 +1161,7 @@ def reproduce(
         }
         specs = [PAPER_SPEC]
         if s["dataset"] == "mnist":
-            from skadv._presets import PRESETS
-
-            best = _preset_spec(PRESETS[BEST_PRESET])
-            specs.append(best)
+            specs.append(_preset_spec(BEST_PRESET))
             if full:
                 specs += _ablation_specs(study.image_shape)
                 specs += _best_candidate_specs()
@@ -1219,10 +1214,13 @@ BEST_PRESET = "contrastive-h256"
 DIGITS_BEST = "input_x_gradient-e300-h128-val"
 
 
-def _preset_spec(preset):
+def _preset_spec(name):
     """The DetectorSpec of a preset of :mod:`skadv._presets`."""
+    from skadv._presets import PRESETS
+
+    preset = PRESETS[name]
     return DetectorSpec(
-        preset["name"],
+        name,
         preset["description"],
         method=preset["method"],
         normalize=preset["normalize"],

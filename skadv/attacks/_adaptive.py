@@ -103,7 +103,8 @@ def _differentiable_score(x, surrogate, transformer, reconstruction, nets):
         reconstruction.offset_, dtype=torch.float32, device=x.device
     )
     n_class = len(reconstruction.class_labels_)
-    if reconstruction.contrast > 0 and n_class >= 2:
+    contrastive = reconstruction.contrast > 0 and n_class >= 2
+    if contrastive:
         # Every class's error on every map, as the detector's contrast needs.
         every = torch.stack(
             [_error(maps, nets[k], reconstruction.metric) for k in range(n_class)],
@@ -114,11 +115,11 @@ def _differentiable_score(x, surrogate, transformer, reconstruction, nets):
         if i < 0:  # a class the detector refuses to score: no gradient to follow
             continue
         rows = route == i
-        if reconstruction.contrast > 0 and n_class >= 2 and i < n_class:
+        if contrastive and i < n_class:
             error[rows] = every[rows, i]
         else:
             error[rows] = _error(maps[rows], nets[i], reconstruction.metric)
-    if reconstruction.contrast > 0 and n_class >= 2:
+    if contrastive:
         own = (route >= 0) & (route < n_class)
         mask = torch.zeros_like(every, dtype=torch.bool)
         mask[own, route[own]] = True
@@ -131,6 +132,20 @@ def _differentiable_score(x, surrogate, transformer, reconstruction, nets):
     # = -(score_samples - offset_) of the detector
     score[known] = error[known] + offsets[route[known]]
     return score
+
+
+def _predicted_classes(model, X, batch_size, device):
+    """The model's predicted class of each input, batch by batch."""
+    with torch.no_grad():
+        return np.concatenate(
+            [
+                model(torch.tensor(X[s : s + batch_size], device=device))
+                .argmax(1)
+                .cpu()
+                .numpy()
+                for s in range(0, len(X), batch_size)
+            ]
+        )
 
 
 def _error(maps, net, metric):
@@ -282,16 +297,7 @@ def make_adaptive_adversarial(
     seed = seed_from_random_state(random_state)
     with _eval_mode(model), torch_seed(seed):
         if y is None:
-            with torch.no_grad():
-                y = np.concatenate(
-                    [
-                        model(torch.tensor(X_model[s : s + batch_size], device=device))
-                        .argmax(1)
-                        .cpu()
-                        .numpy()
-                        for s in range(0, len(X_model), batch_size)
-                    ]
-                )
+            y = _predicted_classes(model, X_model, batch_size, device)
         y = np.asarray(y).astype(np.int64)
         for start in range(0, len(X_model), batch_size):
             x0 = torch.tensor(X_model[start : start + batch_size], device=device)
@@ -328,16 +334,8 @@ def make_adaptive_adversarial(
                     x = x.clamp(low, high).detach()
             out[start : start + len(x)] = x.cpu().numpy()
     X_adv = out.reshape(shape)
-    with torch.no_grad(), _eval_mode(model):
-        predicted = np.concatenate(
-            [
-                model(torch.tensor(out[s : s + batch_size], device=device))
-                .argmax(1)
-                .cpu()
-                .numpy()
-                for s in range(0, len(out), batch_size)
-            ]
-        )
+    with _eval_mode(model):
+        predicted = _predicted_classes(model, out, batch_size, device)
     success = predicted != y
     evaded = success & (detector.predict(X_adv) == 1)
     return X_adv, success, evaded
