@@ -14,9 +14,9 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from skadv._autoencoder import make_reconstructor
-from skadv._explain import _eval_mode
 from skadv._torch_utils import (
     array_digest,
+    eval_mode,
     needs_key,
     resolve_device,
     torch_seed,
@@ -568,7 +568,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         """
         module = net.module_
         device = torch.device(net.device) if net.device else None
-        with torch.no_grad(), _eval_mode(module):
+        with torch.no_grad(), eval_mode(module):
             for start in range(0, len(maps), _SCORING_CHUNK):
                 chunk = torch.as_tensor(maps[start : start + _SCORING_CHUNK])
                 if device is not None:

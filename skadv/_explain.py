@@ -1,19 +1,14 @@
 """ExplanationTransformer: inputs to saliency maps with a trained torch classifier."""
 
-import contextlib
 import copy
 import io
 import numbers
-import threading
 import warnings
-import weakref
 import zlib
 
-import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
-from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import (
@@ -23,7 +18,16 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from skadv._torch_utils import array_digest, needs_key, resolve_device
+from skadv._torch_utils import (
+    array_digest,
+    eval_mode,
+    model_fingerprint,
+    module_device_dtype,
+    needs_key,
+    on_cuda,
+    resolve_device,
+    unwrap_model,
+)
 
 METHODS = (
     "saliency",
@@ -66,89 +70,10 @@ class _PredictedClassLogit(torch.nn.Module):
         return logits.gather(1, predicted[:, None]).squeeze(1)
 
 
-# The model is shared (clones, threads serving requests): explaining flips its
-# modes and, for some methods, hooks its ReLUs, so one explanation at a time.
-_MODULE_LOCKS = weakref.WeakKeyDictionary()
-_MODULE_LOCKS_GUARD = threading.Lock()
-
-
-def _module_lock(module):
-    with _MODULE_LOCKS_GUARD:
-        lock = _MODULE_LOCKS.get(module)
-        if lock is None:
-            lock = _MODULE_LOCKS[module] = threading.RLock()
-        return lock
-
-
-@contextlib.contextmanager
-def _eval_mode(module):
-    """Hold ``module``'s lock in eval mode; restore every submodule's flag after."""
-    with _module_lock(module):
-        flags = [(m, m.training) for m in module.modules()]
-        module.eval()
-        try:
-            yield
-        finally:
-            for m, training in flags:
-                m.training = training
-
-
-def _on_cuda(module):
-    return any(t.is_cuda for t in module.state_dict().values())
-
-
-_FINGERPRINTS = weakref.WeakKeyDictionary()
-
-
-def _model_fingerprint(module):
-    """A content hash of a module: its class, its structure and its weights.
-
-    Remembered per module while no tensor changes (torch bumps a tensor's
-    version on every in-place change, load_state_dict included), so repeated
-    cache look-ups do not hash the weights again.
-    """
-    tensors = module.state_dict(keep_vars=True)  # the tensors themselves
-    versions = tuple((k, id(v), v._version) for k, v in tensors.items())
-    known = _FINGERPRINTS.get(module)
-    if known is not None and known[0] == versions:
-        return known[1]
-    state = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
-    fingerprint = joblib.hash((type(module).__qualname__, repr(module), state))
-    _FINGERPRINTS[module] = (versions, fingerprint)
-    return fingerprint
-
-
 def _explain_cached(transformer, key, X):
     # Module-level for joblib.Memory; ``key`` (which holds a digest of ``X``)
     # is the cache key.
     return transformer._explain(X)
-
-
-def _module_device_dtype(module):
-    param = next(module.parameters(), None)
-    if param is None:
-        return torch.device("cpu"), torch.float32
-    return param.device, param.dtype
-
-
-def _unwrap_model(model):
-    """Return the torch module behind ``model`` (a module or a fitted skorch net)."""
-    if isinstance(model, torch.nn.Module):
-        return model
-    estimator = getattr(model, "estimator", None)  # sklearn's FrozenEstimator
-    if estimator is not None and not hasattr(model, "module_"):
-        return _unwrap_model(estimator)
-    if hasattr(model, "initialize") and hasattr(model, "module"):  # skorch net
-        if not getattr(model, "initialized_", False):
-            raise NotFittedError(
-                f"The skorch net passed as model is not initialized: fit "
-                f"{type(model).__name__} before explaining with it."
-            )
-        return model.module_
-    raise TypeError(
-        "model must be a torch.nn.Module returning logits or a fitted skorch "
-        f"NeuralNetClassifier; got {type(model).__name__}."
-    )
 
 
 def _normalize_attributions(attr, normalize, channels_first):
@@ -401,16 +326,16 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
     def __getstate__(self):
         # A copy: BaseEstimator.__getstate__ may return the live __dict__.
         state = dict(super().__getstate__())
-        on_cuda = {
+        cuda_modules = {
             k: state.pop(k)
             for k in ("model", "module_")
-            if isinstance(state.get(k), torch.nn.Module) and _on_cuda(state[k])
+            if isinstance(state.get(k), torch.nn.Module) and on_cuda(state[k])
         }
-        if on_cuda:
+        if cuda_modules:
             # As skorch does for its nets: keep CUDA tensors in a torch.save
             # blob so that a CPU-only machine can map them to the CPU on load.
             buffer = io.BytesIO()
-            torch.save(on_cuda, buffer)
+            torch.save(cuda_modules, buffer)
             state["_cuda_modules"] = buffer.getvalue()
         return state
 
@@ -451,8 +376,8 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
-        module = _unwrap_model(self.model)
-        model_device, _ = _module_device_dtype(module)
+        module = unwrap_model(self.model)
+        model_device, _ = module_device_dtype(module)
         device = resolve_device(self.device)
         if device is None or device == model_device:
             self.module_ = module
@@ -493,10 +418,10 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
 
     def _check_model_output(self, X_one):
         """One forward pass, so that a model/input mismatch fails here, clearly."""
-        _, dtype = _module_device_dtype(self.module_)
+        _, dtype = module_device_dtype(self.module_)
         probe = torch.tensor(X_one, dtype=dtype, device=self.device_)
         try:
-            with torch.no_grad(), _eval_mode(self.module_):
+            with torch.no_grad(), eval_mode(self.module_):
                 logits = self.module_(probe.reshape(-1, *self.input_shape_))
         except Exception as exc:
             raise ValueError(
@@ -565,7 +490,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         # architecture, the method's settings and X (not the transformer
         # object, whose pickle would hash the model by identity).
         key = (
-            _model_fingerprint(self.module_),
+            model_fingerprint(self.module_),
             self.method,
             self.normalize,
             self.input_shape_,
@@ -579,7 +504,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         """Maps of validated 2-D inputs, batch by batch."""
         n_samples = X.shape[0]
         out = np.empty((n_samples, 1 + self._n_map_features()), dtype=np.float32)
-        _, dtype = _module_device_dtype(self.module_)
+        _, dtype = module_device_dtype(self.module_)
         params = {
             **_DEFAULT_METHOD_PARAMS.get(self.method, {}),
             **(self.method_params or {}),
@@ -589,7 +514,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="explaining", unit="batch")
-        with _eval_mode(self.module_), warnings.catch_warnings():
+        with eval_mode(self.module_), warnings.catch_warnings():
             # captum announces, on every call, the hooks it sets and removes.
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")

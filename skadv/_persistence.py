@@ -36,12 +36,8 @@ from torch.utils.data import DataLoader
 
 from skadv._autoencoder import ConvAutoencoder, MLPAutoencoder, make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
-from skadv._explain import (
-    ExplanationTransformer,
-    _module_device_dtype,
-    _unwrap_model,
-)
-from skadv._torch_utils import resolve_device
+from skadv._explain import ExplanationTransformer
+from skadv._torch_utils import module_device_dtype, resolve_device, unwrap_model
 
 FORMAT_NAME = "skadv-detector"
 FORMAT_VERSION = 1
@@ -356,7 +352,7 @@ def _describe_transformer(transformer, prefix):
         "type": "ExplanationTransformer",
         "params": _describe_params(transformer, prefix, skip=("model",)),
         "fitted": _describe_attributes(transformer, prefix),
-        "model_sha256": _model_fingerprint(_unwrap_model(transformer.model)),
+        "model_sha256": _model_fingerprint(unwrap_model(transformer.model)),
     }
 
 
@@ -716,7 +712,7 @@ def _build_transformer(description, model, moved, path, prefix):
         saved_fingerprint = description["model_sha256"]
         n_features = int(transformer.n_features_in_)
 
-    module = _unwrap_model(model)
+    module = unwrap_model(model)
     if _model_fingerprint(module) != saved_fingerprint:
         warnings.warn(
             f"The model passed to load differs from the one {path} was saved with "
@@ -727,7 +723,7 @@ def _build_transformer(description, model, moved, path, prefix):
         )
     # What fit does, without data: use the model where it is, or a copy on the
     # requested device.
-    model_device, _ = _module_device_dtype(module)
+    model_device, _ = module_device_dtype(module)
     device = resolve_device(transformer.device)
     if device is None or device == model_device:
         transformer.module_, transformer.device_ = module, model_device

@@ -1,13 +1,17 @@
-"""Small torch helpers shared by the estimators: seeding without global side
-effects, and device resolution."""
+"""Torch helpers shared by the estimators and the attacks: the model behind an
+estimator, eval mode under a lock, devices, fingerprints, seeding without
+global side effects, thread counts and cache keys."""
 
 import contextlib
 import hashlib
 import numbers
 import threading
+import weakref
 
+import joblib
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 
@@ -116,3 +120,82 @@ def array_digest(X):
 def needs_key(memory):
     """Whether ``memory`` (from ``check_memory``) caches: keys worth computing."""
     return getattr(memory, "location", True) is not None
+
+
+# The model is shared (clones, threads serving requests): explaining flips its
+# modes and, for some methods, hooks its ReLUs, so one explanation at a time.
+_MODULE_LOCKS = weakref.WeakKeyDictionary()
+_MODULE_LOCKS_GUARD = threading.Lock()
+
+
+def module_lock(module):
+    with _MODULE_LOCKS_GUARD:
+        lock = _MODULE_LOCKS.get(module)
+        if lock is None:
+            lock = _MODULE_LOCKS[module] = threading.RLock()
+        return lock
+
+
+@contextlib.contextmanager
+def eval_mode(module):
+    """Hold ``module``'s lock in eval mode; restore every submodule's flag after."""
+    with module_lock(module):
+        flags = [(m, m.training) for m in module.modules()]
+        module.eval()
+        try:
+            yield
+        finally:
+            for m, training in flags:
+                m.training = training
+
+
+def on_cuda(module):
+    return any(t.is_cuda for t in module.state_dict().values())
+
+
+_FINGERPRINTS = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(module):
+    """A content hash of a module: its class, its structure and its weights.
+
+    Remembered per module while no tensor changes (torch bumps a tensor's
+    version on every in-place change, load_state_dict included), so repeated
+    cache look-ups do not hash the weights again.
+    """
+    tensors = module.state_dict(keep_vars=True)  # the tensors themselves
+    versions = tuple((k, id(v), v._version) for k, v in tensors.items())
+    known = _FINGERPRINTS.get(module)
+    if known is not None and known[0] == versions:
+        return known[1]
+    state = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+    fingerprint = joblib.hash((type(module).__qualname__, repr(module), state))
+    _FINGERPRINTS[module] = (versions, fingerprint)
+    return fingerprint
+
+
+def module_device_dtype(module):
+    param = next(module.parameters(), None)
+    if param is None:
+        return torch.device("cpu"), torch.float32
+    return param.device, param.dtype
+
+
+def unwrap_model(model):
+    """Return the torch module behind ``model`` (a module or a fitted skorch net)."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    estimator = getattr(model, "estimator", None)  # sklearn's FrozenEstimator
+    if estimator is not None and not hasattr(model, "module_"):
+        return unwrap_model(estimator)
+    if hasattr(model, "initialize") and hasattr(model, "module"):  # skorch net
+        if not getattr(model, "initialized_", False):
+            raise NotFittedError(
+                f"The skorch net passed as model is not initialized: fit "
+                f"{type(model).__name__} before explaining with it."
+            )
+        return model.module_
+    raise TypeError(
+        "model must be a torch.nn.Module returning logits or a fitted skorch "
+        f"NeuralNetClassifier; got {type(model).__name__}."
+    )

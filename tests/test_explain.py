@@ -312,7 +312,7 @@ def test_cuda_models_are_pickled_to_load_on_a_cpu(model, X, monkeypatch):
     import skadv._explain as explain
 
     t = ExplanationTransformer(model).fit(X)
-    monkeypatch.setattr(explain, "_on_cuda", lambda module: True)
+    monkeypatch.setattr(explain, "on_cuda", lambda module: True)
     blob = pickle.dumps(t)
     with pytest.warns(UserWarning, match="model was loaded on the CPU"):
         loaded = pickle.loads(blob)

@@ -15,8 +15,8 @@ import torch
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from skadv._detector import ExplanationReconstructionDetector
-from skadv._explain import ExplanationTransformer, _eval_mode
-from skadv._torch_utils import seed_from_random_state, torch_seed
+from skadv._explain import ExplanationTransformer
+from skadv._torch_utils import eval_mode, seed_from_random_state, torch_seed
 
 
 def _softplus_surrogate(module, beta):
@@ -295,7 +295,7 @@ def make_adaptive_adversarial(
     nets = [net.module_.eval() for net in reconstruction.reconstructors_]
     out = np.empty_like(X_model)
     seed = seed_from_random_state(random_state)
-    with _eval_mode(model), torch_seed(seed):
+    with eval_mode(model), torch_seed(seed):
         if y is None:
             y = _predicted_classes(model, X_model, batch_size, device)
         y = np.asarray(y).astype(np.int64)
@@ -334,7 +334,7 @@ def make_adaptive_adversarial(
                     x = x.clamp(low, high).detach()
             out[start : start + len(x)] = x.cpu().numpy()
     X_adv = out.reshape(shape)
-    with _eval_mode(model):
+    with eval_mode(model):
         predicted = _predicted_classes(model, out, batch_size, device)
     success = predicted != y
     evaded = success & (detector.predict(X_adv) == 1)
