@@ -16,8 +16,8 @@ from skadv._autoencoder import (
     MLPAutoencoder,
     make_reconstructor,
 )
-from skadv._classifier import DetectorClassifier
 from skadv._detector import ExplanationReconstructionDetector
+from skadv._detector_classifier import DetectorClassifier
 from skadv._explain import ExplanationTransformer
 from skadv._persistence import load, save
 from skadv._presets import make_detector

@@ -10,8 +10,8 @@ from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 from sklearn.pipeline import make_pipeline
 
 from skadv._autoencoder import make_reconstructor
-from skadv._classifier import DetectorClassifier
 from skadv._detector import ExplanationReconstructionDetector
+from skadv._detector_classifier import DetectorClassifier
 from skadv._explain import ExplanationTransformer
 
 DEMO_ATTACKS = ("fgsm", "pgd")

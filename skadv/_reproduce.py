@@ -30,8 +30,8 @@ from sklearn.metrics import make_scorer
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 
 from skadv._autoencoder import ConvAutoencoder, make_reconstructor
-from skadv._classifier import DetectorClassifier
 from skadv._detector import ExplanationReconstructionDetector
+from skadv._detector_classifier import DetectorClassifier
 from skadv._explain import METHODS, ExplanationTransformer
 from skadv._reproduce_protocol import (
     ATTACK_NAMES,
