@@ -172,7 +172,7 @@ def main(argv=None):
             verbose=0 if args.quiet else 1,
         )
     elif args.command == "reproduce":
-        from skadv._reproduce import reproduce
+        from skadv.reproduce import reproduce
 
         reproduce(
             args.data_home,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from skadv._cli import main
-from skadv._reproduce_protocol import (
+from skadv.reproduce._paper import (
     PAPER_ATTACKS,
     PAPER_EPS,
     paper_mean_auc,

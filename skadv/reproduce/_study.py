@@ -33,7 +33,8 @@ from skadv._autoencoder import ConvAutoencoder, make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
 from skadv._explain import METHODS, ExplanationTransformer
-from skadv._reproduce_protocol import (
+from skadv.metrics import detection_roc_auc, tpr_at_fpr
+from skadv.reproduce._paper import (
     ATTACK_NAMES,
     PAPER_ATTACKS,
     PAPER_EPS,
@@ -42,7 +43,6 @@ from skadv._reproduce_protocol import (
     per_class_rates,
     set_key,
 )
-from skadv.metrics import detection_roc_auc, tpr_at_fpr
 
 # Bump when a change invalidates cached attacks or explanations.
 _CACHE_VERSION = 1
@@ -1103,7 +1103,7 @@ def reproduce(
     results : dict
         What the JSON file holds.
     """
-    from skadv._reproduce_report import (
+    from skadv.reproduce._report import (
         check_targets,
         format_tables,
         plot_figure2,

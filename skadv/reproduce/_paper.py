@@ -1,6 +1,6 @@
 """Ko & Lim's evaluation protocol and their published numbers.
 
-Kept apart from the orchestration in :mod:`skadv._reproduce` so that the
+Kept apart from the orchestration in :mod:`skadv.reproduce._study` so that the
 per-class evaluation can be tested on hand-made data in milliseconds.
 """
 

@@ -1,8 +1,8 @@
-"""Tables and the Figure-2 plot of :func:`skadv._reproduce.reproduce`."""
+"""Tables and the Figure-2 plot of :func:`skadv.reproduce._study.reproduce`."""
 
 import numpy as np
 
-from skadv._reproduce_protocol import (
+from skadv.reproduce._paper import (
     ATTACK_NAMES,
     PAPER_ATTACKS,
     PAPER_EPS,
