@@ -33,14 +33,17 @@ from skadv._autoencoder import ConvAutoencoder, make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
 from skadv._explain import METHODS, ExplanationTransformer
-from skadv.metrics import detection_roc_auc, tpr_at_fpr
+from skadv.metrics import (
+    detection_roc_auc,
+    per_class_rates,
+    per_class_roc_auc,
+    tpr_at_fpr,
+)
 from skadv.reproduce._paper import (
     ATTACK_NAMES,
     PAPER_ATTACKS,
     PAPER_EPS,
-    per_class_auc,
     per_class_oracle_accuracy,
-    per_class_rates,
     set_key,
 )
 
@@ -862,9 +865,13 @@ class _Study:
             # ART's success is "prediction != true label"; recheck on the
             # prediction the detector routes with.
             success = pred != true
-            auc = per_class_auc(benign, y_benign, adv, pred, success)
             y = np.r_[np.ones(len(benign)), -np.ones(int(success.sum()))]
             pooled = np.r_[benign, adv[success]]
+            # Ko & Lim's groups: benign inputs by true label, successful
+            # adversarial inputs by the class the model predicts for them.
+            y_class = np.r_[y_benign, pred[success].astype(y_benign.dtype)]
+            classes = np.unique(y_benign)
+            auc = per_class_roc_auc(y, pooled, y_class, labels=classes)
             results[key] = {
                 "attack": st["attack"],
                 "eps": st["eps"],
@@ -884,7 +891,7 @@ class _Study:
                 **{
                     f"oracle_{k}": v
                     for k, v in per_class_oracle_accuracy(
-                        benign, y_benign, adv, pred, success
+                        y, pooled, y_class, labels=classes
                     ).items()
                 },
             }
@@ -979,8 +986,12 @@ class _Study:
             for key, (adv_rows, true) in src["adv"].items():
                 pred = adv_rows[:, 0]
                 success = pred != true
+                flagged = np.r_[benign_flag, d[key][success] < cut]
                 per_set[key] = per_class_rates(
-                    benign_flag, y_test, d[key] < cut, pred, success
+                    np.r_[np.ones(len(y_test)), -np.ones(int(success.sum()))],
+                    np.where(flagged, -1, 1),
+                    np.r_[y_test, pred[success].astype(y_test.dtype)],
+                    labels=np.unique(y_test),
                 )
             out["rules"][name] = {
                 "threshold": threshold,
