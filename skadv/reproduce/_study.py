@@ -15,7 +15,6 @@ configuration reuses them and an interrupted run resumes where it stopped.
 """
 
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -29,10 +28,9 @@ import torch
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 
-from skadv._autoencoder import ConvAutoencoder, make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
-from skadv._explain import METHODS, ExplanationTransformer
+from skadv._explain import ExplanationTransformer
 from skadv.metrics import (
     detection_roc_auc,
     per_class_rates,
@@ -46,326 +44,23 @@ from skadv.reproduce._paper import (
     per_class_oracle_accuracy,
     set_key,
 )
+from skadv.reproduce._settings import (
+    BEST_PRESET,
+    DIGITS_BEST,
+    PAPER_SPEC,
+    DetectorSpec,
+    ablation_specs,
+    best_candidate_specs,
+    digits_sweep_specs,
+    method_specs,
+    output_name,
+    run_settings,
+)
 
 # Bump when a change invalidates cached attacks or explanations.
 _CACHE_VERSION = 1
 
 EXTRA_ATTACKS = ("pgd", "cw", "deepfool")
-
-# Settings of each mode; ``n_train`` / ``n_test`` / ``epochs`` override them.
-_MODES = {
-    ("mnist", "quick"): dict(
-        n_train=5000, n_test=400, n_cal=500, epochs=2, n_subset=400, n_method_train=2000
-    ),
-    ("mnist", "paper"): dict(
-        n_train=None,
-        n_test=None,
-        n_cal=2000,
-        epochs=10,
-        n_subset=1000,
-        n_method_train=6000,
-    ),
-    ("digits", "quick"): dict(
-        n_train=None,
-        n_test=None,
-        n_cal=None,
-        epochs=20,
-        n_subset=None,
-        n_method_train=None,
-    ),
-    ("digits", "paper"): dict(
-        n_train=None,
-        n_test=None,
-        n_cal=None,
-        epochs=20,
-        n_subset=None,
-        n_method_train=None,
-    ),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectorSpec:
-    """One detector configuration of the study.
-
-    ``scope="full"`` trains on every training image and is evaluated on every
-    adversarial set; ``scope="subset"`` trains on a stratified training subset
-    and is evaluated on the test subset (for the costly explanation methods).
-    ``inputs="raw"`` feeds the images themselves (MagNet-style) instead of
-    their explanations. ``routing="true"`` trains reconstructor c on the images
-    of true class c (the authors' code) instead of predicted class c (the
-    paper's equation); test inputs are always routed by predicted class.
-    ``contrast`` and ``validation_fraction`` are the detector's parameters of
-    those names. ``members`` makes an ensemble: the sum of the members'
-    standardised log errors.
-    """
-
-    name: str
-    description: str
-    method: str = "saliency"
-    normalize: str | None = "percentile"
-    scope: str = "full"
-    inputs: str = "maps"
-    routing: str = "predicted"
-    shared: bool = False
-    metric: str = "top_half_l1"
-    module: str = "mlp"
-    hidden: int = 64
-    epochs: int = 10
-    contrast: float = 0.0
-    validation_fraction: float | None = None
-    members: tuple = ()
-
-    def reconstructor(self, image_shape):
-        params = {"max_epochs": self.epochs}
-        if self.module == "conv":
-            return make_reconstructor(
-                ConvAutoencoder, module__input_shape=tuple(image_shape), **params
-            )
-        return make_reconstructor(module__hidden=self.hidden, **params)
-
-    def as_dict(self):
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
-
-
-PAPER_SPEC = DetectorSpec(
-    "paper",
-    "Ko & Lim: saliency (percentile), one 64-unit MLP autoencoder per predicted "
-    "class (784-64-784 on MNIST), 10 epochs, top-half L1",
-)
-
-
-def _ablation_specs(image_shape):
-    return [
-        DetectorSpec(
-            "true-label-routing",
-            "paper, reconstructor c trained on images of TRUE class c (authors' code)",
-            routing="true",
-        ),
-        DetectorSpec(
-            "shared-autoencoder",
-            "paper, one autoencoder for all classes (class_column=None)",
-            shared=True,
-        ),
-        DetectorSpec("mse", "paper, MSE score instead of top-half L1", metric="mse"),
-        DetectorSpec(
-            "conv-autoencoder",
-            f"paper, ConvAutoencoder(input_shape={tuple(image_shape)}) per class",
-            module="conv",
-        ),
-        DetectorSpec(
-            "magnet-raw",
-            "MagNet-style baseline: the same per-class MLP autoencoders on the raw "
-            "images (routed by predicted class)",
-            inputs="raw",
-        ),
-    ]
-
-
-def _method_specs():
-    return [
-        DetectorSpec(
-            f"method-{method}",
-            f"paper detector on {method} maps (training and test subsets)",
-            method=method,
-            scope="subset",
-        )
-        for method in METHODS
-    ]
-
-
-def _best_candidate_specs():
-    """Configurations tried to beat the paper (full training set)."""
-    return [
-        DetectorSpec(
-            "ixg",
-            "input x gradient maps (percentile), paper autoencoders",
-            method="input_x_gradient",
-        ),
-        DetectorSpec(
-            "saliency+ixg",
-            "ensemble: paper detector + input-x-gradient detector (standardised "
-            "log errors summed)",
-            members=("paper", "ixg"),
-        ),
-        DetectorSpec(
-            "saliency+raw",
-            "ensemble: paper detector + MagNet-style raw-image detector",
-            members=("paper", "magnet-raw"),
-        ),
-        DetectorSpec(
-            "saliency-e30-h128",
-            "saliency, 128-unit autoencoders, 30 epochs",
-            epochs=30,
-            hidden=128,
-        ),
-        DetectorSpec(
-            "saliency-e30-h256",
-            "saliency, 256-unit autoencoders, 30 epochs",
-            epochs=30,
-            hidden=256,
-        ),
-        DetectorSpec(
-            "saliency-e30-h256-mse",
-            "saliency, 256-unit autoencoders, 30 epochs, MSE score",
-            epochs=30,
-            hidden=256,
-            metric="mse",
-        ),
-        DetectorSpec(
-            "saliency-e30-h512",
-            "saliency, 512-unit autoencoders, 30 epochs",
-            epochs=30,
-            hidden=512,
-        ),
-        DetectorSpec(
-            "paper-contrastive",
-            "paper autoencoders (h64, 10 epochs), class-contrastive score (0.5)",
-            contrast=0.5,
-        ),
-        # The autoencoders of saliency-e30-h256 (memory cache): the score and
-        # the thresholds change, not the training.
-        DetectorSpec(
-            "contrastive-h256-in-sample",
-            "contrastive-h256 trained on every benign training map, thresholds "
-            "on the same maps",
-            epochs=30,
-            hidden=256,
-            contrast=0.5,
-        ),
-        DetectorSpec(
-            "contrastive-h256-w1",
-            "contrastive-h256 with contrast weight 1.0, in-sample thresholds",
-            epochs=30,
-            hidden=256,
-            contrast=1.0,
-        ),
-    ]
-
-
-def _digits_sweep_specs():
-    """What might lift the paper's configuration on 8x8 digits (64-value maps)."""
-    specs = [
-        DetectorSpec("e100", "100 epochs", epochs=100),
-        DetectorSpec("e300", "300 epochs", epochs=300),
-        DetectorSpec("e100-h128", "100 epochs, hidden 128", epochs=100, hidden=128),
-        DetectorSpec("e300-h128", "300 epochs, hidden 128", epochs=300, hidden=128),
-        DetectorSpec(
-            "e300-contrastive",
-            "300 epochs, class-contrastive score (0.5)",
-            epochs=300,
-            contrast=0.5,
-        ),
-        DetectorSpec(
-            "magnet-raw-e300",
-            "MagNet-style: raw pixels, 300 epochs",
-            epochs=300,
-            inputs="raw",
-        ),
-        DetectorSpec(
-            "ensemble-e300+raw-e300",
-            "ensemble of e300 and magnet-raw-e300",
-            members=("e300", "magnet-raw-e300"),
-        ),
-        DetectorSpec("h32", "hidden 32", hidden=32),
-        DetectorSpec(
-            "e100-h32",
-            "100 epochs, hidden 32 (the demo's former settings)",
-            epochs=100,
-            hidden=32,
-        ),
-        DetectorSpec("e100-h16", "100 epochs, hidden 16", epochs=100, hidden=16),
-        DetectorSpec("e100-h8", "100 epochs, hidden 8", epochs=100, hidden=8),
-        DetectorSpec(
-            "e100-h16-mse",
-            "100 epochs, hidden 16, MSE",
-            epochs=100,
-            hidden=16,
-            metric="mse",
-        ),
-        DetectorSpec(
-            "e100-h16-max",
-            "100 epochs, hidden 16, normalize='max'",
-            epochs=100,
-            hidden=16,
-            normalize="max",
-        ),
-        DetectorSpec(
-            "e100-h16-true",
-            "100 epochs, hidden 16, true-label routing",
-            epochs=100,
-            hidden=16,
-            routing="true",
-        ),
-        DetectorSpec(
-            "e100-h16-shared",
-            "100 epochs, hidden 16, one shared AE",
-            epochs=100,
-            hidden=16,
-            shared=True,
-        ),
-        DetectorSpec("e100-h16-conv", "100 epochs, conv AE", epochs=100, module="conv"),
-        DetectorSpec(
-            "magnet-raw-e100-h16",
-            "MagNet-style: raw pixels, 100 epochs, hidden 16",
-            epochs=100,
-            hidden=16,
-            inputs="raw",
-        ),
-    ]
-    for method in METHODS:
-        if method == "saliency":
-            continue
-        specs.append(
-            DetectorSpec(
-                f"{method}-e100-h16",
-                f"{method} maps, 100 epochs, hidden 16",
-                method=method,
-                epochs=100,
-                hidden=16,
-            )
-        )
-    for method in ("input_x_gradient", "integrated_gradients"):
-        specs.append(
-            DetectorSpec(
-                f"{method}-e300-h128",
-                f"{method} maps, 300 epochs, hidden 128",
-                method=method,
-                epochs=300,
-                hidden=128,
-            )
-        )
-    # Long-trained wide autoencoders fit their training maps: thresholds from
-    # held-out benign maps instead.
-    for method, prefix in (("saliency", ""), ("input_x_gradient", "input_x_gradient-")):
-        specs.append(
-            DetectorSpec(
-                f"{prefix}e300-h128-val",
-                f"{method} maps, 300 epochs, hidden 128, thresholds on 20% "
-                "held-out benign maps",
-                method=method,
-                epochs=300,
-                hidden=128,
-                validation_fraction=0.2,
-            )
-        )
-    specs.append(
-        DetectorSpec(
-            "e100-h16-contrastive",
-            "100 epochs, hidden 16, class-contrastive score (0.5)",
-            epochs=100,
-            hidden=16,
-            contrast=0.5,
-        )
-    )
-    specs.append(
-        DetectorSpec(
-            "ensemble-sal+ixg+raw",
-            "ensemble of e100-h16, input_x_gradient-e100-h16 and magnet-raw-e100-h16",
-            members=("e100-h16", "input_x_gradient-e100-h16", "magnet-raw-e100-h16"),
-        )
-    )
-    return specs
 
 
 def _hash(obj):
@@ -1001,37 +696,6 @@ class _Study:
         return out
 
 
-def _settings(dataset, quick, full, n_train, n_test, epochs, random_state):
-    if dataset not in ("mnist", "digits"):
-        raise ValueError(f"dataset must be 'mnist' or 'digits'; got {dataset!r}.")
-    if quick and full:
-        raise ValueError("quick and full are exclusive.")
-    mode = "quick" if quick else "paper"
-    s = dict(_MODES[dataset, mode])
-    overrides = {"n_train": n_train, "n_test": n_test, "epochs": epochs}
-    custom = {k: v for k, v in overrides.items() if v is not None}
-    s.update(custom)
-    if dataset == "mnist" and s["n_train"] is not None:
-        s["n_cal"] = min(s["n_cal"], max(10, s["n_train"] // 10))
-        s["n_method_train"] = min(s["n_method_train"], s["n_train"])
-    s.update(
-        dataset=dataset,
-        mode="quick" if quick else ("full" if full else "paper"),
-        random_state=int(random_state),
-        custom=sorted(custom),
-    )
-    return s
-
-
-def _output_name(s):
-    name = "reproduce" + ("-digits" if s["dataset"] == "digits" else "")
-    if s["mode"] == "quick":
-        return name + "-quick"
-    if s["custom"]:
-        return name + "-custom"
-    return name
-
-
 def reproduce(
     data_home=None,
     *,
@@ -1122,7 +786,7 @@ def reproduce(
     )
 
     wall = time.perf_counter()
-    s = _settings(dataset, quick, full, n_train, n_test, epochs, random_state)
+    s = run_settings(dataset, quick, full, n_train, n_test, epochs, random_state)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cache_dir is None:
@@ -1172,15 +836,15 @@ def reproduce(
         }
         specs = [PAPER_SPEC]
         if s["dataset"] == "mnist":
-            specs.append(_preset_spec(BEST_PRESET))
+            specs.append(DetectorSpec.from_preset(BEST_PRESET))
             if full:
-                specs += _ablation_specs(study.image_shape)
-                specs += _best_candidate_specs()
-                specs += _method_specs()
+                specs += ablation_specs(study.image_shape)
+                specs += best_candidate_specs()
+                specs += method_specs()
         elif quick:
-            specs += [sp for sp in _digits_sweep_specs() if sp.name == DIGITS_BEST]
+            specs.append(DetectorSpec.from_preset(DIGITS_BEST))
         else:
-            specs += _digits_sweep_specs()
+            specs += digits_sweep_specs()
         by_name = {}
         for sp in specs:
             by_name.setdefault(sp.name, sp)
@@ -1203,7 +867,7 @@ def reproduce(
     results["timings"]["total"] = round(time.perf_counter() - wall, 1)
     results["tables"] = summary_tables(results)
     results["targets"] = check_targets(results)
-    name = _output_name(s)
+    name = output_name(s)
     markdown = format_tables(results)
     (output_dir / f"{name}-tables.md").write_text(markdown)
     plot_figure2(results, output_dir / f"{name}-figure2.png")
@@ -1217,27 +881,3 @@ def reproduce(
             f"in {results['timings']['total']:.0f} s."
         )
     return results
-
-
-BEST_PRESET = "contrastive-h256"
-# The best digits configuration of the sweep (a single detector, so that its
-# thresholds can be reported too).
-DIGITS_BEST = "input_x_gradient-e300-h128-val"
-
-
-def _preset_spec(name):
-    """The DetectorSpec of a preset of :mod:`skadv._presets`."""
-    from skadv._presets import PRESETS
-
-    preset = PRESETS[name]
-    return DetectorSpec(
-        name,
-        preset["description"],
-        method=preset["method"],
-        normalize=preset["normalize"],
-        metric=preset["metric"],
-        hidden=preset["hidden"],
-        epochs=preset["epochs"],
-        contrast=preset["contrast"],
-        validation_fraction=preset["validation_fraction"],
-    )
