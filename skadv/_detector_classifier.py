@@ -40,6 +40,9 @@ class DetectorClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     classes_ : ndarray of shape (2,)
         ``array([-1, 1])``: adversarial, benign.
 
+    n_features_in_ : int
+        The fitted detector's ``n_features_in_``.
+
     Examples
     --------
     >>> import numpy as np
@@ -66,6 +69,12 @@ class DetectorClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     def classes_(self):
         """The labels: -1 adversarial, +1 benign."""
         return np.array([-1, 1])
+
+    @property
+    def n_features_in_(self):
+        """The fitted detector's number of input features."""
+        # NotFittedError is an AttributeError: hasattr is False before fit.
+        return self._fitted_detector().n_features_in_
 
     def fit(self, X, y=None, **fit_params):
         """Fit a clone of the detector (benign rows only when ``y`` is given).

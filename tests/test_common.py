@@ -4,6 +4,7 @@ import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skadv import (
+    DetectorClassifier,
     ExplanationReconstructionDetector,
     ExplanationTransformer,
     make_reconstructor,
@@ -65,6 +66,10 @@ ESTIMATORS = [
     _detector(DetectorIgnoringY),
     # Thresholds on held-out rows: a random split inside fit.
     _detector(DetectorIgnoringY, validation_fraction=0.25),
+    # The wrapper that threshold tuners take: run as a classifier, around the
+    # detector itself and around the one that drops y.
+    DetectorClassifier(_detector(ExplanationReconstructionDetector)),
+    DetectorClassifier(_detector(DetectorIgnoringY)),
 ]
 
 _TORCH_MODEL_HASH = (
@@ -116,7 +121,57 @@ _HELD_OUT_THRESHOLDS = (
 )
 
 
+_WRAPPED_Y_IS_DETECTION_LABELS = (
+    "DetectorClassifier passes y to the detector's fit, which reads it as +1 benign "
+    "/ -1 adversarial labels and refuses any other label set; the check passes "
+    "multi-class (or string) targets. The wrapper around DetectorIgnoringY runs the "
+    "same check without y"
+)
+_FLAGS_BENIGN_TRAINING_ROWS = (
+    "a detector's threshold flags about a contamination share of its benign "
+    "training rows as adversarial (-1), so trained on one label it does not "
+    "predict that label everywhere"
+)
+_LABEL_MESSAGE = (
+    "a continuous y is refused by the detector's label check, whose message states "
+    "the +1/-1 convention rather than scikit-learn's 'Unknown label type'"
+)
+_FIXED_CLASSES = (
+    "classes_ is always [-1, 1] (adversarial, benign) and predictions come from the "
+    "detector's threshold: the wrapper reads a detector as a classifier, it learns "
+    "no classes from y, so multi-class labels are neither kept nor predicted"
+)
+_Y_DROPPED = (
+    "DetectorIgnoringY drops y, so nothing refuses a y of the wrong length, with inf "
+    "values or continuous, nor warns on a 2-D column; the real detector does (the "
+    "wrapper passes y on unchecked)"
+)
+
+
+def _expected_failed_checks_detector_classifier(estimator):
+    if type(estimator.detector) is ExplanationReconstructionDetector:
+        y_checks = [c for c in _Y_CHECKS if c != "check_requires_y_none"] + [
+            "check_classifiers_classes",
+            "check_classifiers_train",
+            "check_supervised_y_2d",
+        ]
+        failures = dict.fromkeys(y_checks, _WRAPPED_Y_IS_DETECTION_LABELS)
+        failures["check_classifiers_regression_target"] = _LABEL_MESSAGE
+    else:
+        failures = {
+            "check_classifiers_classes": _FIXED_CLASSES,
+            "check_classifiers_train": f"{_Y_DROPPED}; and {_FIXED_CLASSES}",
+            "check_classifiers_regression_target": _Y_DROPPED,
+            "check_supervised_y_no_nan": _Y_DROPPED,
+            "check_supervised_y_2d": _Y_DROPPED,
+        }
+    failures["check_classifiers_one_label"] = _FLAGS_BENIGN_TRAINING_ROWS
+    return failures
+
+
 def _expected_failed_checks(estimator):
+    if isinstance(estimator, DetectorClassifier):
+        return _expected_failed_checks_detector_classifier(estimator)
     if getattr(estimator, "validation_fraction", None) is not None:
         return dict.fromkeys(
             ["check_outliers_fit_predict", "check_outliers_train"],
