@@ -1,6 +1,7 @@
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from skadv.reproduce._paper import (
     per_class_oracle_accuracy,
     set_key,
 )
+from skadv.reproduce._report import format_summary, format_tables, plot_figure2
 
 
 def test_oracle_accuracy_picks_each_class_best_threshold():
@@ -89,3 +91,44 @@ def test_quick_and_full_are_exclusive(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--quick", "--full"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize("name", ["reproduce", "reproduce-quick", "reproduce-digits"])
+def test_committed_tables_are_what_the_report_writes_from_the_json(name):
+    results = json.loads((RESULTS / f"{name}.json").read_text())
+    markdown = format_tables(results)
+    assert markdown == (RESULTS / f"{name}-tables.md").read_text()
+    assert "Targets" not in markdown
+
+
+def test_summary_states_what_the_quick_run_shows():
+    results = json.loads((RESULTS / "reproduce-quick.json").read_text())
+    summary = format_summary(results)[0]
+    assert summary.startswith(
+        "The paper's configuration is within 0.01 of the published mean "
+        "per-class ROC AUC on 8 of 18 adversarial sets; the largest difference "
+        "is +0.0516 (FGSM at eps 0.05)."
+    )
+    assert "`contrastive-h256` is at or above the published mean on 18 of 18" in (
+        summary
+    )
+    digits = json.loads((RESULTS / "reproduce-digits.json").read_text())
+    assert format_summary(digits) == []
+
+
+def test_figure_leaves_the_callers_backend_alone(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    results = json.loads((RESULTS / "reproduce-quick.json").read_text())
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        fig = plot_figure2(results, tmp_path / "figure2.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    assert len(fig.axes) == 3
+    assert fig.axes[0].get_ylabel() == "per-class ROC AUC"
+    assert (tmp_path / "figure2.png").stat().st_size > 10_000
