@@ -19,15 +19,22 @@ from skadv._autoencoder import (
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
 from skadv._explain import ExplanationTransformer
+from skadv._gaussian import ClassConditionalGaussianDetector
 from skadv._persistence import load, save
 from skadv._presets import make_detector
+from skadv._squeezing import FeatureSqueezingDetector
+from skadv._views import ActivationTransformer, RawInputTransformer
 
 __all__ = [
+    "ActivationTransformer",
+    "ClassConditionalGaussianDetector",
     "ConvAutoencoder",
     "DetectorClassifier",
     "ExplanationReconstructionDetector",
     "ExplanationTransformer",
+    "FeatureSqueezingDetector",
     "MLPAutoencoder",
+    "RawInputTransformer",
     "__version__",
     "load",
     "make_detector",

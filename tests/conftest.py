@@ -37,3 +37,26 @@ def make_maps(n_per_class=60, n_classes=3, n_features=16, seed=0):
 @pytest.fixture(scope="session")
 def maps():
     return make_maps()
+
+
+@pytest.fixture(scope="session")
+def digits_fgsm():
+    """The digits classifier on a stratified 70% of the digits, the other 30%,
+    and FGSM (eps 0.2) examples of them that change the prediction: the data
+    of the views' and the model-aware detectors' detection tests."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import Bunch
+
+    from skadv.attacks import make_adversarial
+    from skadv.datasets import load_digits
+    from skadv.models import make_digits_classifier
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, train_size=0.7, stratify=y, random_state=0
+    )
+    net = make_digits_classifier(random_state=0).fit(X_train, y_train)
+    X_adv, success = make_adversarial(
+        net, X_test, y_test, attack="fgsm", eps=0.2, random_state=0
+    )
+    return Bunch(net=net, X_train=X_train, X_test=X_test, X_adv=X_adv[success])

@@ -1,0 +1,328 @@
+"""FeatureSqueezingDetector: how much squeezing an input moves the model's softmax."""
+
+import numbers
+
+import numpy as np
+import torch
+from scipy import ndimage
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from skadv._torch_utils import eval_mode, module_device_dtype
+from skadv._validation import check_detection_labels
+from skadv._views import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
+
+
+def reduce_bit_depth(X, bit_depth):
+    """Round values in [0, 1] to ``2 ** bit_depth`` evenly spaced levels."""
+    levels = 2**bit_depth - 1
+    return np.rint(X * levels) / levels
+
+
+def median_smooth(X, size, input_shape):
+    """Median filter of ``size`` over each input's spatial axes.
+
+    ``X`` has shape ``(n, *input_shape)``. Images ``(C, H, W)`` are filtered
+    over ``H`` and ``W``, one channel at a time; inputs of other shapes over
+    all their axes. Edges are reflected, as in Xu et al.'s code (scipy's
+    ``median_filter``; for an even size the window reaches one pixel further
+    to the top left than to the bottom right).
+    """
+    if len(input_shape) == 3:
+        footprint = (1, 1, size, size)
+    else:
+        footprint = (1,) + (size,) * len(input_shape)
+    return ndimage.median_filter(X, size=footprint, mode="reflect")
+
+
+class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
+    """Flag inputs whose prediction changes when the input is squeezed.
+
+    Xu, Evans & Qi's feature squeezing [1]_: the model is run on each input
+    and on squeezed copies of it (fewer bits per value, a median filter). A
+    benign input's softmax barely moves; an adversarial perturbation, tuned to
+    the exact input values, is largely squeezed out, so the softmax jumps
+    back towards the original class. The score of an input is the largest L1
+    distance between its softmax and a squeezed copy's. Unlike the view-based
+    detectors, it reads raw inputs and needs the model.
+
+    Scores follow scikit-learn's outlier detectors: :meth:`predict` returns +1
+    for benign and -1 for adversarial inputs, :meth:`score_samples` is higher
+    for more benign inputs and :meth:`decision_function` is negative for the
+    inputs flagged as adversarial. :meth:`squeezing_distance` is the plain
+    "higher means more adversarial" score.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or skorch.NeuralNetClassifier
+        A trained classifier whose forward pass returns logits; the softmax of
+        the logits is compared. A fitted skorch net is unwrapped to its
+        ``module_``; when its criterion is ``NLLLoss`` (skorch's default), the
+        module returns probabilities, which are compared as they are (the
+        softmax of their log). A bare torch module returning probabilities
+        would have them softmaxed a second time, which flattens the
+        differences: pass a module that returns logits. The model is run in
+        eval mode and never trained; its own parameters are not exposed
+        through ``get_params``.
+
+    bit_depth : int in [1, 16] or None, default=1
+        Bits per value of the bit-depth squeezer, for inputs in [0, 1]: each
+        value is rounded to one of ``2 ** bit_depth`` evenly spaced levels
+        (1 bit suits MNIST-like digits; Xu et al. use 4 or 5 for colour
+        images). ``None`` disables it.
+
+    median_size : int >= 2 or None, default=2
+        Size of the median-filter squeezer's window: ``median_size`` x
+        ``median_size`` over the height and width of ``(C, H, W)`` images,
+        one channel at a time (scipy's ``median_filter``, reflected edges).
+        Inputs of other shapes are filtered over all their axes. ``None``
+        disables it.
+
+    contamination : float in (0, 0.5], default=0.05
+        Target false-positive rate on benign inputs: ``offset_`` is the
+        ``contamination`` quantile of the benign training scores.
+
+    input_shape : tuple of int, default=None
+        Shape of one input as the model expects it, e.g. ``(1, 28, 28)``, when
+        ``X`` is passed flat as ``(n_samples, n_features)``. ``None``: inputs
+        of ndim > 2 keep their own shape, flat inputs are passed to the model
+        as they are. The median filter works on this shape.
+
+    batch_size : int, default=256
+        Inputs per forward pass (each with its squeezed copies); bounds the
+        memory used.
+
+    device : str or torch.device, default=None
+        Where to run the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``
+        (CUDA when available). ``None`` uses the device the model is on. A
+        model on another device is copied there, never moved.
+
+    Attributes
+    ----------
+    offset_ : float
+        Threshold on :meth:`score_samples`: ``decision_function =
+        score_samples - offset_``.
+
+    module_ : torch.nn.Module
+        The module that computes the predictions (the model itself, or its
+        copy on ``device``).
+
+    device_ : torch.device
+        The device used.
+
+    input_shape_ : tuple of int
+        Shape of one input as passed to the model.
+
+    n_features_in_ : int
+        Number of features of one (flattened) input.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    ExplanationReconstructionDetector : Detection from a view of the input.
+    ClassConditionalGaussianDetector : Mahalanobis distances on activations.
+
+    Notes
+    -----
+    Each batch runs the model once on the inputs and their squeezed copies
+    together. Squeezing happens on the CPU (numpy and scipy), before the
+    batch moves to ``device``.
+
+    References
+    ----------
+    .. [1] W. Xu, D. Evans and Y. Qi, "Feature Squeezing: Detecting
+       Adversarial Examples in Deep Neural Networks", NDSS 2018,
+       arXiv:1704.01155.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from skadv import FeatureSqueezingDetector
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    >>> X = np.random.default_rng(0).random((100, 1, 8, 8), dtype=np.float32)
+    >>> detector = FeatureSqueezingDetector(model, contamination=0.1).fit(X)
+    >>> detector.decision_function(X).shape
+    (100,)
+    >>> float(np.mean(detector.predict(X) == -1))
+    0.1
+    """
+
+    _parameter_constraints = {
+        **MODEL_PARAMETER_CONSTRAINTS,
+        "bit_depth": [Interval(numbers.Integral, 1, 16, closed="both"), None],
+        "median_size": [Interval(numbers.Integral, 2, None, closed="left"), None],
+        "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+    }
+
+    def __init__(
+        self,
+        model,
+        *,
+        bit_depth=1,
+        median_size=2,
+        contamination=0.05,
+        input_shape=None,
+        batch_size=256,
+        device=None,
+    ):
+        self.model = model
+        self.bit_depth = bit_depth
+        self.median_size = median_size
+        self.contamination = contamination
+        self.input_shape = input_shape
+        self.batch_size = batch_size
+        self.device = device
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Set the threshold from the scores of benign inputs; the model is not trained.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Inputs in the model's own input range ([0, 1] for ``bit_depth``).
+
+        y : array-like of shape (n_samples,), default=None
+            Optional labels, +1 benign and -1 adversarial: only benign rows set
+            the threshold. ``None``: all rows are benign.
+
+        Returns
+        -------
+        self : object
+            The fitted detector.
+        """
+        if self.bit_depth is None and self.median_size is None:
+            raise ValueError(
+                "bit_depth and median_size are both None: FeatureSqueezingDetector "
+                "needs at least one squeezer; set bit_depth (e.g. 1) or "
+                "median_size (e.g. 2)."
+            )
+        X = self._fit_model(X)
+        if y is not None:
+            X = X[check_detection_labels(y, X.shape[0])]
+        if X.shape[0] == 0:
+            raise ValueError("y marks no row as benign (+1): nothing to learn from.")
+        self._fitted_with = (self.bit_depth, self.median_size)
+        distances = self._distances(X)
+        self.offset_ = float(np.percentile(-distances, 100 * self.contamination))
+        return self
+
+    def _check_range(self, X):
+        if self.bit_depth is None or X.size == 0:
+            return
+        low, high = float(X.min()), float(X.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"bit_depth={self.bit_depth} squeezes inputs in [0, 1], but X holds "
+                f"values in [{low:.4g}, {high:.4g}]. Scale X to [0, 1] or set "
+                "bit_depth=None."
+            )
+
+    def _squeezed(self, chunk):
+        """Squeezed copies of a chunk of model-shaped inputs, in one array."""
+        copies = []
+        if self.bit_depth is not None:
+            copies.append(reduce_bit_depth(chunk, self.bit_depth))
+        if self.median_size is not None:
+            copies.append(median_smooth(chunk, self.median_size, self.input_shape_))
+        return np.concatenate(copies)
+
+    def _distances(self, X):
+        """Largest L1 distance between the softmax on each input and on its copies."""
+        self._check_range(X)
+        _, dtype = module_device_dtype(self.module_)
+        out = np.empty(X.shape[0], dtype=np.float64)
+        with torch.no_grad(), eval_mode(self.module_):
+            for start in range(0, X.shape[0], self.batch_size):
+                stop = min(start + self.batch_size, X.shape[0])
+                chunk = X[start:stop].reshape(stop - start, *self.input_shape_)
+                inputs = np.concatenate([chunk, self._squeezed(chunk)])
+                batch = torch.as_tensor(inputs, dtype=dtype, device=self.device_)
+                logits = self._as_logits(self.module_(batch)).double()
+                proba = torch.softmax(logits, dim=1)
+                proba = proba.reshape(-1, stop - start, proba.shape[1])
+                distance = (proba[1:] - proba[0]).abs().sum(dim=2).amax(dim=0)
+                if not torch.isfinite(distance).all():
+                    row = start + int(torch.nonzero(~torch.isfinite(distance))[0, 0])
+                    raise ValueError(
+                        f"The model's output on X[{row}] or its squeezed copies is "
+                        "not finite: X holds values far outside the model's input "
+                        "range."
+                    )
+                out[start:stop] = distance.cpu().numpy()
+        return out
+
+    def squeezing_distance(self, X):
+        """Largest L1 distance between the softmax on each input and on a squeezed copy.
+
+        Higher means more adversarial; between 0 and 2.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Inputs in the model's own input range.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples,)
+            The detection score of Xu et al.
+        """
+        check_is_fitted(self)
+        if (self.bit_depth, self.median_size) != self._fitted_with:
+            bit_depth, median_size = self._fitted_with
+            raise ValueError(
+                "bit_depth or median_size changed since fit (fitted with "
+                f"bit_depth={bit_depth!r}, median_size={median_size!r}); the "
+                "threshold belongs to the fitted values: refit the detector."
+            )
+        X, _ = self._validate_input(X, reset=False)
+        return self._distances(X)
+
+    def score_samples(self, X):
+        """Benign-ness of each input: the negated squeezing distance.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Inputs in the model's own input range.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Higher for more benign inputs.
+        """
+        return -self.squeezing_distance(X)
+
+    def decision_function(self, X):
+        """Score shifted by the threshold: negative means adversarial.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Inputs in the model's own input range.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+            ``score_samples(X) - offset_``.
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """Predict +1 for benign and -1 for adversarial inputs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+            Inputs in the model's own input range.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            +1 benign, -1 adversarial.
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)
