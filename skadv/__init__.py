@@ -21,7 +21,7 @@ from skadv._detector_classifier import DetectorClassifier
 from skadv._explain import ExplanationTransformer
 from skadv._gaussian import ClassConditionalGaussianDetector
 from skadv._persistence import load, save
-from skadv._presets import make_detector
+from skadv._presets import list_presets, make_detector
 from skadv._squeezing import FeatureSqueezingDetector
 from skadv._views import ActivationTransformer, RawInputTransformer
 
@@ -36,8 +36,25 @@ __all__ = [
     "MLPAutoencoder",
     "RawInputTransformer",
     "__version__",
+    "list_presets",
     "load",
     "make_detector",
     "make_reconstructor",
     "save",
 ]
+
+# Subpackages load on first attribute access (``skadv.attacks``), as in
+# scikit-learn and SciPy, so that ``import skadv`` stays light.
+_SUBPACKAGES = ("attacks", "datasets", "metrics", "models", "plotting")
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"skadv.{name}")
+    raise AttributeError(f"module 'skadv' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBPACKAGES})

@@ -1,13 +1,17 @@
-"""make_detector: the named, benchmarked configurations."""
+"""make_detector and list_presets: the named, benchmarked configurations."""
+
+import re
 
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
 
+import skadv
 from skadv import (
     ExplanationReconstructionDetector,
     ExplanationTransformer,
+    list_presets,
     make_detector,
 )
 from skadv._presets import PRESETS
@@ -39,6 +43,61 @@ def test_the_best_preset(model):
     assert (params["module__hidden"], params["max_epochs"]) == (256, 30)
 
 
+def test_the_small_data_preset(model):
+    # The demo's detector, from the digits study: input x gradient maps, 300
+    # epochs of 128-unit autoencoders, thresholds on 20% held out.
+    pipeline = make_detector(model, preset="small-data", random_state=0)
+    transformer, detector = pipeline[0], pipeline[-1]
+    assert (transformer.method, transformer.normalize) == (
+        "input_x_gradient",
+        "percentile",
+    )
+    assert (detector.metric, detector.contrast) == ("top_half_l1", 0.0)
+    assert (detector.contamination, detector.validation_fraction) == (0.05, 0.2)
+    params = detector.reconstructor.get_params()
+    assert (params["module__hidden"], params["max_epochs"]) == (128, 300)
+    assert (params["batch_size"], params["lr"]) == (32, 1e-3)
+
+
+def test_list_presets_names_and_describes_every_preset():
+    presets = list_presets()
+    assert list(presets) == ["ko-lim-2021", "contrastive-h256", "small-data"]
+    assert presets == {name: p["description"] for name, p in PRESETS.items()}
+    for description in presets.values():
+        assert isinstance(description, str) and len(description) > 40
+        assert "\n" not in description
+    assert "input x gradient" in presets["small-data"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_make_detector_documents_every_preset(preset):
+    assert f'``"{preset}"``' in make_detector.__doc__
+    assert f'"{preset}"' in make_detector.__doc__.split("preset : {")[1].split("}")[0]
+
+
+def test_the_registry_is_the_only_source(model):
+    # Every setting of a preset reaches the estimators, so PRESETS alone
+    # defines what make_detector builds.
+    for name, p in PRESETS.items():
+        transformer, detector = make_detector(model, preset=name)
+        net = detector.reconstructor.get_params()
+        assert (transformer.method, transformer.normalize) == (
+            p["method"],
+            p["normalize"],
+        )
+        assert (detector.metric, detector.contrast, detector.validation_fraction) == (
+            p["metric"],
+            p["contrast"],
+            p["validation_fraction"],
+        )
+        assert (
+            net["module__hidden"],
+            net["max_epochs"],
+            net["batch_size"],
+            net["lr"],
+        ) == (p["hidden"], p["epochs"], p["batch_size"], p["lr"])
+
+
 def test_arguments_reach_the_estimators(model, tmp_path):
     pipeline = make_detector(
         model,
@@ -63,6 +122,8 @@ def test_arguments_reach_the_estimators(model, tmp_path):
 def test_presets_fit_and_clone(model, preset):
     X = np.random.default_rng(0).random((90, 1, 8, 8), dtype=np.float32)
     pipeline = make_detector(model, preset=preset, random_state=0)
+    # Five epochs keep the test fast; everything else is the preset's.
+    pipeline.set_params(explanationreconstructiondetector__reconstructor__max_epochs=5)
     scores = pipeline.fit(X).decision_function(X)
     assert scores.shape == (90,) and np.isfinite(scores).all()
     np.testing.assert_array_equal(clone(pipeline).fit(X).decision_function(X), scores)
@@ -72,6 +133,42 @@ def test_presets_fit_and_clone(model, preset):
 def test_unknown_preset(model, preset):
     with pytest.raises(
         ValueError,
-        match=r"preset must be one of \['contrastive-h256', 'ko-lim-2021'\]; got ",
+        match=r"^preset must be one of \['contrastive-h256', 'ko-lim-2021', "
+        r"'small-data'\]; got " + re.escape(repr(preset)) + r"\.$",
     ):
         make_detector(model, preset=preset)
+
+
+@pytest.mark.parametrize(
+    "name", ["attacks", "datasets", "metrics", "models", "plotting"]
+)
+def test_subpackages_are_attributes(name):
+    import importlib
+
+    assert getattr(skadv, name) is importlib.import_module(f"skadv.{name}")
+    assert name in dir(skadv)
+
+
+def test_import_skadv_stays_light():
+    # A fresh interpreter: the subpackages load on first access only.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, skadv; "
+        "print(sorted(m for m in sys.modules if m.startswith('skadv.') "
+        "and m.count('.') == 1 and not m.split('.')[1].startswith('_'))); "
+        "skadv.plotting; print('skadv.plotting' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[1] == "True"
+    assert "plotting" not in out[0] and "attacks" not in out[0]
+
+
+def test_unknown_attribute():
+    with pytest.raises(
+        AttributeError, match=r"^module 'skadv' has no attribute 'nope'$"
+    ):
+        skadv.nope  # noqa: B018
