@@ -150,6 +150,26 @@ def test_params_override_defaults(digits):
     assert np.abs(X_adv - X[:20]).max() <= 0.01 + 1e-6
 
 
+@pytest.mark.parametrize(
+    "attack, bar", [("pgd", "PGD - Batches"), ("deepfool", "DeepFool")]
+)
+def test_verbose_shows_arts_progress_bars(digits, capsys, attack, bar):
+    model, X, y = digits
+    X, y = X[:20], y[:20]
+    quiet, _ = make_adversarial(model, X, y, attack=attack, random_state=0)
+    assert capsys.readouterr().err == ""
+    loud, _ = make_adversarial(model, X, y, attack=attack, random_state=0, verbose=True)
+    assert bar in capsys.readouterr().err
+    # The bars change nothing else.
+    np.testing.assert_array_equal(loud, quiet)
+
+
+def test_verbose_must_be_a_bool(digits):
+    model, X, y = digits
+    with pytest.raises(ValueError, match=r"^verbose must be a bool; got 'yes'\.$"):
+        make_adversarial(model, X[:5], y[:5], verbose="yes")
+
+
 def test_y_none_uses_predictions(digits):
     model, X, y = digits
     # The digits are all correctly classified, so the model's predictions are

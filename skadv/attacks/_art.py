@@ -25,7 +25,8 @@ def _default_params(attack, eps):
     """ART constructor arguments for ``attack`` when the user passes nothing.
 
     The gradient attacks follow Ko & Lim (2021); ``verbose=False`` keeps ART's tqdm
-    progress bars out of the caller's output (FastGradientMethod has none).
+    progress bars out of the caller's output (FastGradientMethod has none) unless
+    ``make_adversarial(verbose=True)`` asks for them.
     """
     if attack == "fgsm":
         return dict(norm=np.inf, eps=eps, eps_step=eps)
@@ -223,6 +224,7 @@ def make_adversarial(
     batch_size=128,
     device=None,
     random_state=None,
+    verbose=False,
     **params,
 ):
     """Craft untargeted adversarial examples against a trained torch classifier.
@@ -296,6 +298,12 @@ def make_adversarial(
         with a random_state both are seeded inside the call and restored after
         it. None lets ART use the global generators as they are.
 
+    verbose : bool, default=False
+        Show ART's progress bars (tqdm, on stderr) while the attack runs:
+        over batches for "bim", "mim" and "pgd", and over batches or
+        iterations for "cw" and "deepfool". "fgsm", a single gradient step
+        per input, has none.
+
     **params
         Passed to the ART attack's constructor, overriding the defaults above
         (for instance ``max_iter=100`` or ``norm=2``).
@@ -346,6 +354,8 @@ def make_adversarial(
     ):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
     batch_size = int(batch_size)
+    if not isinstance(verbose, numbers.Integral):
+        raise ValueError(f"verbose must be a bool; got {verbose!r}.")
     clip_min, clip_max = _check_clip_values(clip_values)
 
     try:
@@ -455,10 +465,11 @@ def make_adversarial(
         if y is None:
             y = classifier.predict(X, batch_size=batch_size).argmax(axis=1)
 
+        defaults = _default_params(attack, eps)
+        if "verbose" in valid_params:
+            defaults["verbose"] = bool(verbose)
         attack_obj = attack_cls(
-            classifier,
-            batch_size=batch_size,
-            **{**_default_params(attack, eps), **params},
+            classifier, batch_size=batch_size, **{**defaults, **params}
         )
         X_adv = attack_obj.generate(x=X, y=y)
         X_adv = np.asarray(X_adv, dtype=np.float32).reshape(X.shape)
