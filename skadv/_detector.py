@@ -1,5 +1,6 @@
 """ExplanationReconstructionDetector: per-class autoencoders on explanation maps."""
 
+import contextlib
 import inspect
 import numbers
 import threading
@@ -14,6 +15,12 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from skadv._autoencoder import make_reconstructor
+from skadv._scoring import (
+    METRICS,
+    reconstruct,
+    reconstruction_scores,
+    route_to_tensor,
+)
 from skadv._torch_utils import (
     array_digest,
     eval_mode,
@@ -23,23 +30,6 @@ from skadv._torch_utils import (
     torch_threads,
 )
 from skadv._validation import check_detection_labels
-
-METRICS = ("top_half_l1", "mse")
-
-
-def reconstruction_errors(X, X_reconstructed, metric="top_half_l1"):
-    """Per-row reconstruction error of flat maps (higher = worse reconstruction).
-
-    ``"top_half_l1"`` is Ko & Lim's score: the absolute error of each value,
-    kept only where it is above the row's median error, summed and divided by
-    the number of values. ``"mse"`` is the mean squared error.
-    """
-    diff = np.abs(np.asarray(X, dtype=np.float64) - X_reconstructed)
-    if metric == "mse":
-        return np.mean(diff**2, axis=1)
-    median = np.median(diff, axis=1, keepdims=True)
-    return np.where(diff > median, diff, 0.0).sum(axis=1) / diff.shape[1]
-
 
 # Rows reconstructed per forward pass when scoring: large enough to amortise
 # the call, small enough to bound memory.
@@ -251,7 +241,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
 
     References
     ----------
-    .. [1] H. Ko and G. Lim, "Unsupervised Detection of Adversarial Examples
+    .. [1] G. Ko and G. Lim, "Unsupervised Detection of Adversarial Examples
        with Model Explanations", AdvML workshop at KDD 2021, arXiv:2107.10480.
 
     Examples
@@ -559,64 +549,50 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self.offset_ = np.full(len(keep), np.nan)
         self._fitted_with = (self.metric, self.class_column, self.contrast)
 
-    def _reconstruct_chunks(self, net, maps):
-        """Yield (start, chunk, reconstruction) tensors over ``maps``.
+    def _modules(self):
+        return [net.module_ for net in self.reconstructors_]
 
-        The fitted module on whole chunks, not skorch's predict: its data
-        loader indexes one row at a time (most of the scoring time on large X)
-        and draws a seed from torch's global generator.
+    @contextlib.contextmanager
+    def _modules_in_eval_mode(self):
+        with contextlib.ExitStack() as stack:
+            for module in self._modules():
+                stack.enter_context(eval_mode(module))
+            yield
+
+    def _chunked(self, maps, route, compute):
+        """``compute(maps_chunk, route_chunk)`` over chunks, without gradients.
+
+        Rows go through the fitted modules in chunks rather than skorch's
+        predict, whose data loader indexes one row at a time (most of the
+        scoring time on large X) and draws a seed from torch's global generator.
         """
-        module = net.module_
-        device = torch.device(net.device) if net.device else None
-        with torch.no_grad(), eval_mode(module):
+        results = []
+        with torch.no_grad(), self._modules_in_eval_mode():
             for start in range(0, len(maps), _SCORING_CHUNK):
                 chunk = torch.as_tensor(maps[start : start + _SCORING_CHUNK])
-                if device is not None:
-                    chunk = chunk.to(device)
-                out = module(chunk).to(chunk.dtype)
-                if not torch.isfinite(out).all():
-                    self._raise_non_finite(maps)
-                yield start, chunk, out
+                results.append(compute(chunk, route[start : start + _SCORING_CHUNK]))
+        return results
 
-    @staticmethod
-    def _raise_non_finite(maps):
-        largest = float(np.abs(maps).max())
-        if largest > 1e6:
-            raise ValueError(
-                "An autoencoder returned non-finite reconstructions for maps in X "
-                f"with values as large as {largest:.3g}: X is far outside the maps "
-                "the detector was fitted on."
-            )
-        raise ValueError(
-            "An autoencoder returned non-finite reconstructions (NaN or inf): its "
-            "training diverged. Lower the reconstructor's lr or check its module."
+    def _score(self, maps, route):
+        """Error of each row under its autoencoder ``route``, with the contrast."""
+        if len(maps) == 0:
+            return np.empty(0, dtype=np.float64)
+        scores = self._chunked(
+            maps,
+            route,
+            lambda chunk, r: self._score_tensor(chunk, route_to_tensor(r, chunk)),
         )
+        return np.concatenate([s.cpu().numpy() for s in scores])
 
-    def _reconstruct_with(self, net, maps):
-        reconstructed = np.empty(maps.shape, dtype=np.float32)
-        for start, _, out in self._reconstruct_chunks(net, maps):
-            reconstructed[start : start + len(out)] = out.float().cpu().numpy()
-        return reconstructed
-
-    def _errors(self, net, maps):
-        """Reconstruction errors, computed chunk by chunk in torch.
-
-        The same values as :func:`reconstruction_errors`: torch's median is the
-        lower middle value where numpy averages the two middle values, but no
-        entry lies strictly between them, so "above the median" selects the
-        same entries.
-        """
-        errors = np.empty(len(maps), dtype=np.float64)
-        for start, chunk, out in self._reconstruct_chunks(net, maps):
-            diff = (chunk - out).abs()
-            if self.metric == "mse":
-                error = diff.double().pow(2).mean(dim=1)
-            else:
-                median = diff.median(dim=1, keepdim=True).values
-                error = torch.where(diff > median, diff, 0).double().sum(dim=1)
-                error /= diff.shape[1]
-            errors[start : start + len(chunk)] = error.cpu().numpy()
-        return errors
+    def _score_tensor(self, maps, route):
+        return reconstruction_scores(
+            maps,
+            route,
+            self._modules(),
+            metric=self.metric,
+            contrast=self.contrast,
+            n_class=len(self.class_labels_),
+        )
 
     def _route(self, classes):
         """Index into ``reconstructors_`` of each row's autoencoder."""
@@ -678,32 +654,56 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             )
         return maps, route
 
-    def _score(self, maps, route):
-        """Error of each row under its autoencoder ``route``, with the contrast."""
-        errors = np.empty(maps.shape[0], dtype=np.float64)
-        n_class = len(self.class_labels_)
-        if self.contrast == 0 or n_class < 2:
-            for i in np.unique(route):
-                rows = route == i
-                errors[rows] = self._errors(self.reconstructors_[i], maps[rows])
-            return errors
-        # Every class's autoencoder on every row: the contrast needs them all.
-        every = np.column_stack(
-            [self._errors(net, maps) for net in self.reconstructors_[:n_class]]
-        )
-        own_class = route < n_class
-        errors[own_class] = every[own_class, route[own_class]]
-        if not own_class.all():  # rows of the fallback: compared with every class
-            errors[~own_class] = self._errors(
-                self.reconstructors_[self.fallback_index_], maps[~own_class]
-            )
-        every[own_class, route[own_class]] = np.inf
-        best_other = every.min(axis=1)
-        tiny = 1e-12  # errors are non-negative; a zero error stays zero
-        log_ratio = np.log(np.maximum(errors, tiny)) - np.log(
-            np.maximum(best_other, tiny)
-        )
-        return errors * np.exp(np.clip(self.contrast * log_ratio, -700.0, 700.0))
+    def torch_decision_function(self, Xt):
+        """:meth:`decision_function` of a torch tensor, differentiable in its maps.
+
+        The one computation behind :meth:`decision_function`, exposed for
+        attacks: ``Xt`` holds rows as ``ExplanationTransformer.torch_transform``
+        writes them (class column, then the map), and gradients flow from the
+        result back to the map values (the class routes each row and is not
+        differentiated). No input validation: pass what the transformer made.
+
+        Parameters
+        ----------
+        Xt : torch.Tensor of shape (n_samples, n_features)
+            Rows of explanation maps with the class column.
+
+        Returns
+        -------
+        decision : torch.Tensor of shape (n_samples,), float64
+            ``score_samples - offset_`` of each row: negative means flagged.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> from skadv import ExplanationReconstructionDetector
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.column_stack([rng.integers(0, 2, 100), rng.random((100, 8))])
+        >>> detector = ExplanationReconstructionDetector(random_state=0).fit(X)
+        >>> Xt = torch.tensor(X[:3], dtype=torch.float32, requires_grad=True)
+        >>> decision = detector.torch_decision_function(Xt)
+        >>> bool(np.allclose(decision.detach().numpy(),
+        ...                  detector.decision_function(X[:3])))
+        True
+        >>> decision.sum().backward()  # gradients reach the map values
+        >>> Xt.grad.shape
+        torch.Size([3, 9])
+        """
+        check_is_fitted(self)
+        self._check_fitted_with()
+        column = self.class_column
+        if column is None:
+            maps = Xt
+            route = np.zeros(Xt.shape[0], dtype=np.intp)
+        else:
+            classes = Xt[:, column].detach().round().to(torch.int64).cpu().numpy()
+            maps = torch.cat([Xt[:, :column], Xt[:, column + 1 :]], dim=1)
+            route = self._route(classes)
+        route = route_to_tensor(route, maps)
+        with self._modules_in_eval_mode():
+            scores = self._score_tensor(maps, route)
+        offsets = torch.as_tensor(self.offset_, dtype=torch.float64, device=maps.device)
+        return -scores - offsets[route]
 
     def _scores_and_route(self, X):
         maps, route = self._maps_and_route(X)
@@ -727,7 +727,11 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         out = np.empty(maps.shape, dtype=np.float32)
         for i in np.unique(route):
             rows = route == i
-            out[rows] = self._reconstruct_with(self.reconstructors_[i], maps[rows])
+            module = self._modules()[i]
+            parts = self._chunked(
+                maps[rows], route[rows], lambda c, _, m=module: reconstruct(m, c)
+            )
+            out[rows] = np.concatenate([p.float().cpu().numpy() for p in parts])
         return out
 
     def reconstruction_error(self, X):

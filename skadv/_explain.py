@@ -18,6 +18,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from skadv._scoring import normalize_attributions
 from skadv._torch_utils import (
     array_digest,
     eval_mode,
@@ -74,38 +75,6 @@ def _explain_cached(transformer, key, X):
     # Module-level for joblib.Memory; ``key`` (which holds a digest of ``X``)
     # is the cache key.
     return transformer._explain(X)
-
-
-def _normalize_attributions(attr, normalize, channels_first):
-    """Turn raw attributions of shape (n, *input_shape) into flat maps.
-
-    ``"percentile"`` is the normalisation of Ko & Lim's code (PAIR saliency's
-    ``VisualizeImageGrayscale``): |a| summed over channels, minus the per-image
-    minimum, divided by (99th percentile - minimum), clipped to [0, 1].
-    """
-    attr = attr.float()  # quantile needs float32/64; half models give half grads
-    if normalize is None:
-        return attr.flatten(1)
-    magnitude = attr.abs()
-    if channels_first:
-        magnitude = magnitude.sum(dim=1)
-    magnitude = magnitude.flatten(1)
-    if normalize == "percentile":
-        vmin = magnitude.amin(dim=1, keepdim=True)
-        # torch.quantile's default linear interpolation is numpy.percentile's.
-        vmax = torch.quantile(magnitude, 0.99, dim=1, keepdim=True)
-    else:  # "max"
-        vmin = torch.zeros_like(magnitude[:, :1])
-        vmax = magnitude.amax(dim=1, keepdim=True)
-    span = vmax - vmin
-    if normalize == "percentile":
-        # A sparse map (over 99% of values at the minimum) has a zero
-        # percentile span, where PAIR's code divides by zero: use the range.
-        span = torch.where(span > 0, span, magnitude.amax(dim=1, keepdim=True) - vmin)
-    # A constant map (e.g. a zero gradient) has no contrast to normalise: 0.
-    safe_span = torch.where(span > 0, span, torch.ones_like(span))
-    scaled = torch.where(span > 0, (magnitude - vmin) / safe_span, 0.0)
-    return scaled.clamp_(0.0, 1.0)
 
 
 class ExplanationTransformer(TransformerMixin, BaseEstimator):
@@ -213,7 +182,7 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
 
     References
     ----------
-    .. [1] H. Ko and G. Lim, "Unsupervised Detection of Adversarial Examples
+    .. [1] G. Ko and G. Lim, "Unsupervised Detection of Adversarial Examples
        with Model Explanations", AdvML workshop at KDD 2021, arXiv:2107.10480.
 
     Examples
@@ -533,12 +502,68 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
                         f"{attr.dtype}): X holds values far outside the model's "
                         "input range."
                     )
-                maps = _normalize_attributions(
+                maps = normalize_attributions(
                     attr.detach(), self.normalize, self._channels_first
                 )
                 out[start:stop, 0] = predicted.cpu().numpy()
                 out[start:stop, 1:] = maps.cpu().numpy()
         return out
+
+    def torch_transform(self, X, *, module=None):
+        """:meth:`transform` of a torch tensor, differentiable in ``X``.
+
+        The maps of the single-pass methods (``"saliency"``,
+        ``"input_x_gradient"``) as a torch computation with its graph kept, for
+        attacks that differentiate a detector's score through the explanation
+        (second-order gradients of the model). Normalisation is the same code
+        as :meth:`transform`'s; the attribution is the input gradient of the
+        predicted class's logit, which is what captum's ``Saliency`` computes.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, *input_shape_) or (n_samples, \
+                n_features)
+            Inputs on ``device_``.
+
+        module : torch.nn.Module, default=None
+            The network to differentiate, e.g. a surrogate of ``module_`` with
+            smooth stand-ins for its ReLUs; ``None`` uses ``module_``. Its
+            forward values should be ``module_``'s for the maps to be the
+            deployed ones.
+
+        Returns
+        -------
+        Xt : torch.Tensor of shape (n_samples, 1 + n_map_features)
+            Predicted class (not differentiable), then the normalised map.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> from skadv import ExplanationTransformer
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> X = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+        >>> transformer = ExplanationTransformer(model).fit(X)
+        >>> Xt = transformer.torch_transform(torch.tensor(X, requires_grad=True))
+        >>> bool(np.allclose(Xt.detach().numpy(), transformer.transform(X)))
+        True
+        """
+        check_is_fitted(self)
+        if self.method not in _SINGLE_PASS_METHODS - {"guided_backprop"}:
+            raise ValueError(
+                "torch_transform differentiates 'saliency' and 'input_x_gradient' "
+                f"maps; this transformer uses method={self.method!r}."
+            )
+        module = self.module_ if module is None else module
+        x = X.reshape(X.shape[0], *self.input_shape_)
+        if not x.requires_grad:  # the map is a gradient: it needs one
+            x = x.detach().requires_grad_()
+        logits = module(x)
+        predicted = logits.argmax(dim=1)
+        chosen = logits.gather(1, predicted[:, None]).sum()
+        (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
+        attr = grad * x if self.method == "input_x_gradient" else grad
+        maps = normalize_attributions(attr, self.normalize, self._channels_first)
+        return torch.cat([predicted[:, None].to(maps.dtype), maps], dim=1)
 
     def _attribute(self, batch, params):
         import captum.attr as ca

@@ -16,7 +16,7 @@ from skadv import (
     ExplanationReconstructionDetector,
     make_reconstructor,
 )
-from skadv._detector import reconstruction_errors
+from skadv._scoring import reconstruction_error
 from skadv.metrics import detection_roc_auc, detection_scorers
 
 FAST = {"max_epochs": 20, "batch_size": 16}
@@ -71,8 +71,9 @@ def test_top_half_l1_and_mse_match_their_definitions():
     X, R = rng.random((4, 10)), rng.random((4, 10))
     diff = np.abs(X - R)
     top_half = [np.sort(d)[5:].sum() / 10 for d in diff]  # 10 values: top 5
-    np.testing.assert_allclose(reconstruction_errors(X, R), top_half)
-    np.testing.assert_allclose(reconstruction_errors(X, R, "mse"), (diff**2).mean(1))
+    X, R = torch.tensor(X), torch.tensor(R)
+    np.testing.assert_allclose(reconstruction_error(X, R).numpy(), top_half)
+    np.testing.assert_allclose(reconstruction_error(X, R, "mse"), (diff**2).mean(1))
 
 
 def test_only_benign_rows_train(maps):
@@ -452,7 +453,7 @@ def test_reconstruct_gives_the_maps_behind_the_errors(maps, fitted):
     reconstructed = fitted.reconstruct(X)
     assert reconstructed.shape == (len(X), 16) and reconstructed.dtype == np.float32
     np.testing.assert_allclose(
-        reconstruction_errors(X[:, 1:], reconstructed),
+        reconstruction_error(torch.tensor(X[:, 1:]), torch.tensor(reconstructed)),
         fitted.reconstruction_error(X),
         rtol=1e-6,
     )

@@ -294,13 +294,13 @@ def test_half_precision_model(model, X):
 
 
 def test_sparse_maps_keep_their_pixels():
-    from skadv._explain import _normalize_attributions
+    from skadv._scoring import normalize_attributions
 
     attr = torch.zeros(1, 1, 28, 28)
     attr[0, 0, 3, 4], attr[0, 0, 10, 10] = 2.0, 1.0  # 99th percentile is 0
-    maps = _normalize_attributions(attr, "percentile", channels_first=True)
+    maps = normalize_attributions(attr, "percentile", channels_first=True)
     assert torch.count_nonzero(maps) == 2 and maps.max() == 1.0
-    constant = _normalize_attributions(torch.ones(1, 1, 4, 4), "percentile", True)
+    constant = normalize_attributions(torch.ones(1, 1, 4, 4), "percentile", True)
     assert torch.count_nonzero(constant) == 0
 
 

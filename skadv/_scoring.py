@@ -1,0 +1,165 @@
+"""The detector's score in torch: one implementation for estimators and attacks.
+
+Everything between an attribution and a detection score lives here: map
+normalisation, the reconstruction error and the class-contrastive factor. The
+estimators call these functions under ``torch.no_grad()`` on chunks of rows;
+the adaptive attacks call them with gradients on the maps of the inputs they
+perturb. An attack's score is therefore the deployed detector's
+``-decision_function`` by construction, and a new detector feature is
+attackable the day it lands.
+"""
+
+import numpy as np
+import torch
+
+METRICS = ("top_half_l1", "mse")
+
+# Errors are non-negative; the contrast takes logs of them, so a zero error is
+# held at this floor (and a zero error times any factor stays zero).
+_TINY_ERROR = 1e-12
+
+
+def normalize_attributions(attr, normalize, channels_first):
+    """Turn raw attributions of shape (n, *input_shape) into flat maps.
+
+    ``"percentile"`` is the normalisation of Ko & Lim's code (PAIR saliency's
+    ``VisualizeImageGrayscale``): |a| summed over channels, minus the per-image
+    minimum, divided by (99th percentile - minimum), clipped to [0, 1].
+    ``"max"``: |a| summed over channels divided by its maximum. ``None``: the
+    raw attribution, flattened. Differentiable wherever the map is.
+    """
+    attr = attr.float()  # quantile needs float32/64; half models give half grads
+    if normalize is None:
+        return attr.flatten(1)
+    magnitude = attr.abs()
+    if channels_first:
+        magnitude = magnitude.sum(dim=1)
+    magnitude = magnitude.flatten(1)
+    if normalize == "percentile":
+        vmin = magnitude.amin(dim=1, keepdim=True)
+        # torch.quantile's default linear interpolation is numpy.percentile's.
+        vmax = torch.quantile(magnitude, 0.99, dim=1, keepdim=True)
+    else:  # "max"
+        vmin = torch.zeros_like(magnitude[:, :1])
+        vmax = magnitude.amax(dim=1, keepdim=True)
+    span = vmax - vmin
+    if normalize == "percentile":
+        # A sparse map (over 99% of values at the minimum) has a zero
+        # percentile span, where PAIR's code divides by zero: use the range.
+        span = torch.where(span > 0, span, magnitude.amax(dim=1, keepdim=True) - vmin)
+    # A constant map (e.g. a zero gradient) has no contrast to normalise: 0.
+    safe_span = torch.where(span > 0, span, torch.ones_like(span))
+    scaled = torch.where(span > 0, (magnitude - vmin) / safe_span, 0.0)
+    return scaled.clamp(0.0, 1.0)
+
+
+def reconstruction_error(maps, reconstructed, metric="top_half_l1"):
+    """Per-row error of flat maps under their reconstruction, as float64.
+
+    ``"top_half_l1"`` is Ko & Lim's score: the absolute error of each value,
+    kept only where it is above the row's median error, summed and divided by
+    the number of values. ``"mse"`` is the mean squared error. Torch's median
+    is the lower middle value (numpy's the mean of the two middle ones), but no
+    entry lies strictly between them, so "above the median" selects the same
+    entries either way.
+    """
+    diff = (maps - reconstructed).abs()
+    if metric == "mse":
+        return diff.double().pow(2).mean(dim=1)
+    median = diff.median(dim=1, keepdim=True).values
+    return torch.where(diff > median, diff, 0.0).double().sum(dim=1) / diff.shape[1]
+
+
+def _device_of(module):
+    param = next(module.parameters(), None)
+    return None if param is None else param.device
+
+
+def reconstruct(module, maps):
+    """``module``'s reconstruction of ``maps``, on ``maps``' device and dtype.
+
+    Raises a ValueError when the reconstruction is not finite: the maps are far
+    from anything the autoencoder was trained on, or its training diverged.
+    """
+    device = _device_of(module)
+    inputs = maps if device is None else maps.to(device)
+    out = module(inputs).to(device=maps.device, dtype=maps.dtype)
+    if not torch.isfinite(out).all():
+        largest = float(maps.detach().abs().max()) if maps.numel() else 0.0
+        if largest > 1e6:
+            raise ValueError(
+                "An autoencoder returned non-finite reconstructions for maps in X "
+                f"with values as large as {largest:.3g}: X is far outside the maps "
+                "the detector was fitted on."
+            )
+        raise ValueError(
+            "An autoencoder returned non-finite reconstructions (NaN or inf): its "
+            "training diverged. Lower the reconstructor's lr or check its module."
+        )
+    return out
+
+
+def reconstruction_scores(maps, route, modules, *, metric, contrast=0.0, n_class=0):
+    """Each row's error under its autoencoder, times the class-contrastive factor.
+
+    Parameters
+    ----------
+    maps : torch.Tensor of shape (n_samples, n_features)
+        Flat maps.
+    route : torch.Tensor of shape (n_samples,), int64
+        Index into ``modules`` of each row's autoencoder.
+    modules : list of torch.nn.Module
+        The autoencoders: the ``n_class`` per-class ones first, then any shared
+        (fallback) one.
+    metric : {"top_half_l1", "mse"}
+        See :func:`reconstruction_error`.
+    contrast : float, default=0.0
+        A row routed to class ``c`` scores ``e_c * (e_c / min_{k != c} e_k)
+        ** contrast``; rows of the shared autoencoder compare with every class.
+    n_class : int, default=0
+        Number of per-class autoencoders at the head of ``modules``.
+
+    Returns
+    -------
+    scores : torch.Tensor of shape (n_samples,), float64
+        Higher means more adversarial; ``-score_samples`` of the detector.
+    """
+    n = maps.shape[0]
+    scores = torch.zeros(n, dtype=torch.float64, device=maps.device)
+    if n == 0:
+        return scores
+    if contrast == 0 or n_class < 2:
+        for i in route.unique().tolist():
+            rows = route == i
+            own = maps[rows]
+            error = reconstruction_error(own, reconstruct(modules[i], own), metric)
+            scores = scores.index_put((rows,), error)
+        return scores
+    # Every class's autoencoder on every row: the contrast needs them all.
+    every = torch.stack(
+        [
+            reconstruction_error(maps, reconstruct(modules[k], maps), metric)
+            for k in range(n_class)
+        ],
+        dim=1,
+    )
+    own_class = route < n_class
+    clamped = route.clamp(max=n_class - 1)
+    scores = every.gather(1, clamped[:, None]).squeeze(1)
+    if not own_class.all():  # rows of the shared autoencoder
+        shared = ~own_class
+        rows = maps[shared]
+        index = int(route[shared][0])
+        error = reconstruction_error(rows, reconstruct(modules[index], rows), metric)
+        scores = scores.index_put((shared,), error)
+    mask = torch.nn.functional.one_hot(clamped, n_class).bool() & own_class[:, None]
+    best_other = every.masked_fill(mask, float("inf")).amin(dim=1)
+    log_ratio = (
+        scores.clamp_min(_TINY_ERROR).log() - best_other.clamp_min(_TINY_ERROR).log()
+    )
+    return scores * torch.exp((contrast * log_ratio).clamp(-700.0, 700.0))
+
+
+def route_to_tensor(route, like):
+    """``route`` (numpy indices) as an int64 tensor on ``like``'s device."""
+    return torch.as_tensor(np.asarray(route, dtype=np.int64), device=like.device)
