@@ -1,12 +1,28 @@
 """Adversarial example generation for PyTorch classifiers.
 
 :func:`make_adversarial` runs the standard attacks of IBM's
-adversarial-robustness-toolbox (install with ``pip install "skadv[attacks]"``);
-:func:`make_adaptive_adversarial` attacks the classifier and its
-explanation-based detector together, which no attack library does.
+adversarial-robustness-toolbox (install with ``pip install "skadv[attacks]"``).
+The detector-aware attacks, which no attack library ships, are skadv's own:
+:func:`make_adaptive_adversarial` (orthogonal and selective PGD through the
+explanation map), :func:`adaptive_attack_suite` (best-of over methods,
+surrogates, targets and restarts: the strongest attack skadv has) and
+:func:`evaluate_robustness` (plain and adaptive attacks against a detector's
+fixed threshold).
 """
 
-from skadv.attacks._adaptive import make_adaptive_adversarial
+from skadv.attacks._adaptive import (
+    adaptive_attack_suite,
+    make_adaptive_adversarial,
+    make_surrogate,
+)
 from skadv.attacks._art import ATTACKS, make_adversarial
+from skadv.attacks._robustness import evaluate_robustness
 
-__all__ = ["ATTACKS", "make_adaptive_adversarial", "make_adversarial"]
+__all__ = [
+    "ATTACKS",
+    "adaptive_attack_suite",
+    "evaluate_robustness",
+    "make_adaptive_adversarial",
+    "make_adversarial",
+    "make_surrogate",
+]

@@ -1,142 +1,153 @@
-"""Detector-aware (adaptive) attacks: PGD through the saliency map.
+"""Detector-aware (adaptive) attacks on a classifier and its detector together.
 
-No attack library ships an attack on explanation-based detectors, so this one
-is written here: projected gradient ascent on the classifier's loss minus a
-weighted detector score, where the score is differentiated through the
-saliency map (second-order gradients of the classifier), its normalisation,
-and the autoencoder of the class the input is currently classified as.
+No attack library ships attacks on explanation-based detectors, so they are
+written here, after Bryniarski, Hingun, Pachuca, Wang & Carlini, "Evading
+Adversarial Example Detectors using Orthogonal Projected Gradient Descent"
+(ICLR 2022). The detector's score is never re-implemented: every step calls the
+fitted pipeline's own torch computation (``torch_transform`` of the view,
+``torch_decision_function`` of the detector), so the attack's score is the
+deployed detector's ``decision_function`` by construction. Success is always
+judged on the real model and the real fitted detector.
 """
 
 import copy
+import math
 import numbers
+import time
 
 import numpy as np
 import torch
+from sklearn.utils import Bunch
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from skadv._detector import ExplanationReconstructionDetector
-from skadv._explain import ExplanationTransformer
 from skadv._torch_utils import eval_mode, seed_from_random_state, torch_seed
 
+METHODS = ("orthogonal", "selective", "weighted", "pgd")
+SURROGATES = ("straight_through", "softplus")
 
-def _softplus_surrogate(module, beta):
-    """A copy of ``module`` with every ``nn.ReLU`` replaced by a steep softplus.
+
+class _StraightThroughReLUFunction(torch.autograd.Function):
+    """ReLU whose derivative has the step's values and a sigmoid's slope.
+
+    Forward: ``relu(z)``. Backward: ``grad * mask`` where ``mask`` equals the
+    real step function ``z > 0`` in value, so first-order gradients (and with
+    them the saliency map and the detector's score) are exactly the deployed
+    network's, but differentiates like ``sigmoid(beta * z)``, the derivative of
+    ``softplus(beta * z) / beta``: second-order gradients, which an attack
+    through a saliency map needs, are those of a smooth network.
+    """
+
+    @staticmethod
+    def forward(ctx, z, beta):
+        ctx.save_for_backward(z)
+        ctx.beta = beta
+        return z.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        smooth = torch.sigmoid(ctx.beta * z)
+        mask = (z > 0).to(grad.dtype) + (smooth - smooth.detach())
+        return grad * mask, None
+
+
+class _StraightThroughReLU(torch.nn.Module):
+    def __init__(self, beta):
+        super().__init__()
+        self.beta = float(beta)
+
+    def forward(self, z):
+        return _StraightThroughReLUFunction.apply(z, self.beta)
+
+
+def make_surrogate(module, surrogate="straight_through", beta=10.0):
+    """A copy of ``module`` whose ReLUs have useful second derivatives.
 
     The saliency map of a ReLU network is piecewise constant in the input, so
-    its gradient is zero almost everywhere; a softplus of large ``beta`` is
-    close to the ReLU but has useful second derivatives (Dombrowski et al.,
-    "Explanations can be manipulated and geometry is to blame", 2019).
+    its exact gradient is zero almost everywhere and an attack through the map
+    needs a stand-in. Every ``torch.nn.ReLU`` module is replaced:
+
+    - ``"straight_through"``: the forward pass and the first derivative are the
+      real ReLU's (so the maps and scores the attack sees are the deployed
+      ones); the second derivative is that of ``softplus(beta * z) / beta``;
+    - ``"softplus"``: the ReLU becomes ``softplus(beta * z) / beta`` outright
+      (Dombrowski et al., NeurIPS 2019); maps are then only close to the real
+      ones.
+
+    Smooth activations (GELU, SiLU, tanh...) have second derivatives and are
+    kept. ReLUs called as functions (``torch.relu`` in ``forward``) cannot be
+    replaced and keep a zero second derivative.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The classifier.
+    surrogate : {"straight_through", "softplus"}, default="straight_through"
+        How ReLUs are replaced.
+    beta : float, default=10.0
+        Steepness of the softplus.
+
+    Returns
+    -------
+    surrogate : torch.nn.Module
+        A frozen copy in eval mode; ``module`` is untouched.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skadv.attacks import make_surrogate
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+    ...                           torch.nn.Linear(8, 2))
+    >>> copy = make_surrogate(net, beta=5.0)
+    >>> x = torch.rand(3, 4)
+    >>> bool(torch.equal(copy(x), net(x)))  # same forward values
+    True
     """
-    surrogate = copy.deepcopy(module)
-    for parent in surrogate.modules():
+    if surrogate not in SURROGATES:
+        raise ValueError(
+            f"surrogate must be one of {list(SURROGATES)}; got {surrogate!r}."
+        )
+    if not isinstance(beta, numbers.Real) or not beta > 0:
+        raise ValueError(f"softplus_beta must be a positive float; got {beta!r}.")
+    copied = copy.deepcopy(module)
+    for parent in copied.modules():
         for name, child in parent.named_children():
             if isinstance(child, torch.nn.ReLU):
-                setattr(parent, name, torch.nn.Softplus(beta=beta))
-    for p in surrogate.parameters():
+                stand_in = (
+                    _StraightThroughReLU(beta)
+                    if surrogate == "straight_through"
+                    else torch.nn.Softplus(beta=beta)
+                )
+                setattr(parent, name, stand_in)
+    for p in copied.parameters():
         p.requires_grad_(False)
-    return surrogate.eval()
+    return copied.eval()
 
 
-def _split_pipeline(detector):
+def _pipeline_parts(detector):
+    """The view (first step) and the detector (last step) of a fitted pipeline."""
     steps = getattr(detector, "steps", None)
     if (
         steps is None
         or len(steps) != 2
-        or not isinstance(steps[0][1], ExplanationTransformer)
-        or not isinstance(steps[1][1], ExplanationReconstructionDetector)
+        or not hasattr(steps[0][1], "torch_transform")
+        or not hasattr(steps[1][1], "torch_decision_function")
     ):
         raise TypeError(
-            "detector must be a fitted Pipeline of an ExplanationTransformer and an "
-            f"ExplanationReconstructionDetector; got {type(detector).__name__}."
+            "detector must be a fitted Pipeline of a view with torch_transform "
+            "(e.g. ExplanationTransformer) and a detector with "
+            "torch_decision_function (e.g. ExplanationReconstructionDetector); "
+            f"got {type(detector).__name__}."
         )
-    transformer, reconstruction = steps[0][1], steps[1][1]
-    check_is_fitted(transformer)
-    check_is_fitted(reconstruction)
-    if transformer.method not in ("saliency", "input_x_gradient"):
-        raise ValueError(
-            "the adaptive attack differentiates through 'saliency' and "
-            f"'input_x_gradient' maps; the detector uses method={transformer.method!r}."
-        )
-    if reconstruction.class_column not in (0, None):
-        raise ValueError(
-            "the adaptive attack expects the class in column 0 (as "
-            "ExplanationTransformer writes it) or class_column=None."
-        )
-    return transformer, reconstruction
-
-
-def _differentiable_score(x, surrogate, transformer, reconstruction, nets):
-    """``-decision_function`` of ``x`` (higher = more adversarial), differentiable."""
-    logits = surrogate(x)
-    predicted = logits.argmax(dim=1)
-    chosen = logits.gather(1, predicted[:, None]).sum()
-    (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
-    attr = grad * x if transformer.method == "input_x_gradient" else grad
-    if transformer.normalize is None:
-        maps = attr.flatten(1)
-    else:
-        magnitude = attr.abs()
-        if len(transformer.input_shape_) == 3:
-            magnitude = magnitude.sum(dim=1)
-        magnitude = magnitude.flatten(1)
-        if transformer.normalize == "percentile":
-            vmin = magnitude.amin(dim=1, keepdim=True)
-            vmax = torch.quantile(magnitude, 0.99, dim=1, keepdim=True)
-        else:
-            vmin = torch.zeros_like(magnitude[:, :1])
-            vmax = magnitude.amax(dim=1, keepdim=True)
-        span = (vmax - vmin).clamp_min(1e-12)
-        maps = ((magnitude - vmin) / span).clamp(0.0, 1.0)
-
-    if reconstruction.class_column is None:
-        route = torch.zeros_like(predicted)
-    else:
-        labels = torch.as_tensor(reconstruction.class_labels_, device=x.device)
-        own = predicted[:, None] == labels[None, :]
-        fallback = reconstruction.fallback_index_
-        route = torch.where(
-            own.any(dim=1),
-            own.float().argmax(dim=1),
-            torch.full_like(predicted, -1 if fallback is None else fallback),
-        )
-    offsets = torch.as_tensor(
-        reconstruction.offset_, dtype=torch.float32, device=x.device
-    )
-    n_class = len(reconstruction.class_labels_)
-    contrastive = reconstruction.contrast > 0 and n_class >= 2
-    if contrastive:
-        # Every class's error on every map, as the detector's contrast needs.
-        every = torch.stack(
-            [_error(maps, nets[k], reconstruction.metric) for k in range(n_class)],
-            dim=1,
-        )
-    error = torch.zeros(len(x), device=x.device)
-    for i in route.unique().tolist():
-        if i < 0:  # a class the detector refuses to score: no gradient to follow
-            continue
-        rows = route == i
-        if contrastive and i < n_class:
-            error[rows] = every[rows, i]
-        else:
-            error[rows] = _error(maps[rows], nets[i], reconstruction.metric)
-    if contrastive:
-        own = (route >= 0) & (route < n_class)
-        mask = torch.zeros_like(every, dtype=torch.bool)
-        mask[own, route[own]] = True
-        best_other = every.masked_fill(mask, float("inf")).amin(dim=1)
-        tiny = 1e-12
-        log_ratio = error.clamp_min(tiny).log() - best_other.clamp_min(tiny).log()
-        error = error * torch.exp(reconstruction.contrast * log_ratio)
-    known = route >= 0
-    score = torch.zeros(len(x), device=x.device)
-    # = -(score_samples - offset_) of the detector
-    score[known] = error[known] + offsets[route[known]]
-    return score
+    view, final = steps[0][1], steps[1][1]
+    check_is_fitted(view)
+    check_is_fitted(final)
+    return view, final
 
 
 def _predicted_classes(model, X, batch_size, device):
     """The model's predicted class of each input, batch by batch."""
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         return np.concatenate(
             [
                 model(torch.tensor(X[s : s + batch_size], device=device))
@@ -148,13 +159,142 @@ def _predicted_classes(model, X, batch_size, device):
         )
 
 
-def _error(maps, net, metric):
-    """The detector's reconstruction error of ``maps`` under ``net``, in torch."""
-    diff = (maps - net(maps)).abs()
-    if metric == "mse":
-        return (diff**2).mean(dim=1)
-    median = diff.median(dim=1, keepdim=True).values
-    return (diff * (diff > median)).sum(dim=1) / diff.shape[1]
+def _check_positive(name, value, integer=False):
+    kind = numbers.Integral if integer else numbers.Real
+    if not isinstance(value, kind) or isinstance(value, bool) or not value > 0:
+        what = "a positive integer" if integer else "a positive float"
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
+
+
+class _Grid:
+    """Projection onto the eps-ball, the valid range and optionally a b-bit grid."""
+
+    def __init__(self, x0, eps, low, high, bits):
+        self.bits = bits
+        lower = (x0 - eps).clamp(min=low)
+        upper = (x0 + eps).clamp(max=high)
+        if bits is None:
+            self.low, self.high, self.spacing = lower, upper, 0.0
+            return
+        self.origin, levels = low, 2**bits - 1
+        self.spacing = (high - low) / levels
+        # The grid points inside the ball: round the bounds inwards.
+        self.low = self._snap(lower, torch.ceil)
+        self.high = self._snap(upper, torch.floor)
+        if (self.low > self.high).any():
+            raise ValueError(
+                f"eps={eps} is smaller than the spacing of the {bits}-bit grid "
+                f"({self.spacing:.4g}): no grid point lies in the ball of some inputs."
+            )
+
+    def _snap(self, x, rounding):
+        # A hair of tolerance: bounds that are grid points must stay put.
+        scaled = (x - self.origin) / self.spacing
+        nudge = -1e-4 if rounding is torch.ceil else 1e-4
+        return self.origin + rounding(scaled + nudge) * self.spacing
+
+    def project(self, x, rows=slice(None)):
+        if self.bits is not None:
+            x = self._snap(x, torch.round)
+        return torch.minimum(torch.maximum(x, self.low[rows]), self.high[rows])
+
+
+def _orthogonal(a, b):
+    """``a`` with its component along ``b`` removed, row by row."""
+    a2, b2 = a.flatten(1), b.flatten(1)
+    coef = (a2 * b2).sum(1, keepdim=True) / (b2 * b2).sum(1, keepdim=True).clamp_min(
+        1e-30
+    )
+    return (a2 - coef * b2).reshape(a.shape)
+
+
+def _attack_batch(x0, y, target, view, final, surrogate, options, generator):
+    """Best iterate of each input of a batch and its level (2 evaded, 1 misled)."""
+    eps, eps_step, max_iter = options["eps"], options["eps_step"], options["max_iter"]
+    method, confidence = options["method"], options["confidence"]
+    grid = _Grid(x0, eps, options["low"], options["high"], options["quantize"])
+    n = len(x0)
+    best = x0.clone()
+    best_level = torch.zeros(n, dtype=torch.int64, device=x0.device)
+    best_value = torch.full((n,), -math.inf, dtype=torch.float64, device=x0.device)
+    targeted = target is not None
+    goal = target if targeted else y
+    min_step = max(eps_step / 10, grid.spacing)
+    for restart in range(options["n_restarts"]):
+        active = best_level < 2
+        if not active.any():
+            break
+        x = x0.clone()
+        if restart > 0 or options["random_start"]:
+            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+            x = x + (2 * noise.to(x.device) - 1) * eps
+        x = grid.project(x)
+        for it in range(max_iter):
+            rows = torch.nonzero(active).squeeze(1)
+            if rows.numel() == 0:
+                break
+            xa = x[rows].detach().requires_grad_()
+            logits = surrogate(xa)
+            goal_logit = logits.gather(1, goal[rows][:, None]).squeeze(1)
+            others = logits.scatter(1, goal[rows][:, None], float("-inf")).amax(1)
+            # Margin to descend: for untargeted runs, the true class's lead;
+            # for targeted ones, how far the target is behind.
+            margin = goal_logit - others if not targeted else others - goal_logit
+            with torch.no_grad():
+                true_logit = logits.gather(1, y[rows][:, None]).squeeze(1)
+                rest = logits.scatter(1, y[rows][:, None], float("-inf")).amax(1)
+                misclassified = rest > true_logit
+            if method == "pgd":
+                decision = None
+                loss = margin.clamp_min(-confidence).sum()
+                (direction,) = torch.autograd.grad(loss, xa)
+            else:
+                decision = final.torch_decision_function(
+                    view.torch_transform(xa, module=surrogate)
+                )
+                flagged_loss = -decision  # positive while flagged
+                if method == "weighted":
+                    loss = margin.clamp_min(-confidence).sum() + options[
+                        "detector_weight"
+                    ] * flagged_loss.sum().to(margin.dtype)
+                    (direction,) = torch.autograd.grad(loss, xa)
+                else:
+                    g_class = torch.autograd.grad(margin.sum(), xa, retain_graph=True)
+                    g_detect = torch.autograd.grad(flagged_loss.sum(), xa)
+                    g_class, g_detect = g_class[0], g_detect[0]
+                    need_class = (margin >= -confidence).reshape(
+                        -1, *([1] * (xa.ndim - 1))
+                    )
+                    if method == "orthogonal":
+                        toward_class = _orthogonal(g_class, g_detect)
+                        toward_detect = _orthogonal(g_detect, g_class)
+                    else:  # selective
+                        toward_class, toward_detect = g_class, g_detect
+                    direction = torch.where(need_class, toward_class, toward_detect)
+            with torch.no_grad():
+                if decision is None:
+                    level = misclassified.to(torch.int64)
+                    value = -margin.double()
+                else:
+                    evading = misclassified & (decision >= 0)
+                    level = misclassified.to(torch.int64) + evading.to(torch.int64)
+                    value = torch.where(misclassified, decision, -margin.double())
+                better = (level > best_level[rows]) | (
+                    (level == best_level[rows]) & (value > best_value[rows])
+                )
+                keep = rows[better]
+                best[keep] = xa.detach()[better]
+                best_level[keep] = level[better]
+                best_value[keep] = value[better]
+                if decision is not None:
+                    active[rows[level == 2]] = False  # evaded: done
+                fraction = it / max(max_iter - 1, 1)
+                alpha = min_step + (eps_step - min_step) * 0.5 * (
+                    1 + math.cos(math.pi * fraction)
+                )
+                stepped = xa.detach() - alpha * direction.sign()
+                x[rows] = grid.project(stepped, rows)
+    return best, best_level
 
 
 def make_adaptive_adversarial(
@@ -163,86 +303,114 @@ def make_adaptive_adversarial(
     y=None,
     *,
     eps=0.3,
-    eps_step=0.01,
-    max_iter=40,
-    detector_weight=10.0,
-    confidence=1.0,
-    stop_when_evading=False,
+    method="orthogonal",
+    max_iter=200,
+    eps_step=None,
+    n_restarts=1,
     random_start=False,
+    target=None,
+    surrogate="straight_through",
     softplus_beta=10.0,
+    quantize=None,
+    confidence=0.0,
+    detector_weight=10.0,
     clip_values=(0.0, 1.0),
     batch_size=128,
     random_state=None,
+    verbose=0,
 ):
-    """White-box L-infinity PGD against the classifier *and* its detector.
+    """White-box L-infinity attack on a classifier and its detector together.
 
-    Each step descends ``max(m(x), -confidence) + detector_weight * s(x)``,
-    where ``m`` is the classifier's margin (true logit minus the best other
-    logit: negative once misclassified) and ``s`` is the detector's
-    ``-decision_function`` (positive means flagged), differentiated through
-    the saliency map with second-order gradients of a softplus surrogate of
-    the classifier. With ``stop_when_evading=True`` an
-    input stops moving as soon as it is both misclassified and below its
-    class's threshold (the attack that targets the threshold).
+    Each input is pushed to be misclassified by the model *and* not flagged
+    by the detector at its fixed threshold. The detector's score is the fitted
+    pipeline's own ``decision_function``, differentiated through the
+    explanation map with a surrogate of the model's ReLUs
+    (:func:`make_surrogate`). Methods (Bryniarski et al., ICLR 2022):
+
+    - ``"orthogonal"``: while the input is classified correctly, step along
+      the classifier's gradient with its component along the detector's
+      gradient projected out; once misclassified, step along the detector's
+      gradient with its component along the classifier's projected out;
+    - ``"selective"``: step on whichever of the two constraints is not met;
+    - ``"weighted"``: the classifier's margin plus ``detector_weight`` times
+      the detector's score (the sum fights itself; kept for comparison);
+    - ``"pgd"``: the classifier's margin only (the non-adaptive baseline).
+
+    Signed steps with a cosine-decaying size, projected onto the eps-ball,
+    the valid range and optionally a ``quantize``-bit grid; the best iterate
+    per input is kept (misclassified and unflagged first, then misclassified
+    with the least flagged score). Inputs stop once they evade.
 
     Parameters
     ----------
     detector : sklearn.pipeline.Pipeline
-        A fitted pipeline of :class:`~skadv.ExplanationTransformer` (method
-        ``"saliency"`` or ``"input_x_gradient"``) and
-        :class:`~skadv.ExplanationReconstructionDetector`.
-
+        A fitted pipeline of a view with ``torch_transform``
+        (:class:`~skadv.ExplanationTransformer` with method ``"saliency"`` or
+        ``"input_x_gradient"``) and a detector with ``torch_decision_function``
+        (:class:`~skadv.ExplanationReconstructionDetector`).
     X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
         Benign inputs within ``clip_values``.
-
     y : array-like of shape (n_samples,), default=None
         True labels; None uses the model's predictions on ``X``.
-
     eps : float, default=0.3
         L-infinity budget.
-
-    eps_step : float, default=0.01
-        Step size.
-
-    max_iter : int, default=40
-        Number of steps.
-
-    detector_weight : float, default=10.0
-        Weight of the detector term (reconstruction errors are small numbers:
-        weights of 10 to 1000 matter); 0 gives plain PGD with the margin loss.
-
-    confidence : float, default=1.0
-        Margin by which an input must be misclassified before the classifier
-        term stops pulling on it.
-
-    stop_when_evading : bool, default=False
-        Freeze each input once it is misclassified and not flagged.
-
+    method : {"orthogonal", "selective", "weighted", "pgd"}, default="orthogonal"
+        How the two objectives are combined (see above).
+    max_iter : int, default=200
+        Steps per restart.
+    eps_step : float, default=None
+        First step size, decaying to a tenth of it (or one grid step) along a
+        cosine; None: ``eps / 8``.
+    n_restarts : int, default=1
+        Runs per input; every run after the first starts from a uniform
+        random point of the ball. Inputs that evaded are not run again.
     random_start : bool, default=False
-        Start from a uniform random point of the eps-ball (PGD) instead of X.
-
+        Start the first run from a random point too.
+    target : array-like of shape (n_samples,), default=None
+        Classes to push each input towards (targeted); None: untargeted.
+        Success still means "misclassified".
+    surrogate : {"straight_through", "softplus"}, default="straight_through"
+        Stand-in for the ReLUs in the second-order gradients.
     softplus_beta : float, default=10.0
-        Steepness of the softplus that stands in for ReLU in the gradients.
-
+        Steepness of the surrogate's softplus.
+    quantize : int, default=None
+        Keep every iterate on the grid of ``quantize``-bit images (8: 256
+        levels over ``clip_values``), as an attacker who must submit 8-bit
+        images would.
+    confidence : float, default=0.0
+        Margin by which the classifier's objective must be met before the
+        attack turns to the detector.
+    detector_weight : float, default=10.0
+        Weight of the detector's score for ``method="weighted"``.
     clip_values : tuple of two float, default=(0.0, 1.0)
         The model's input range.
-
     batch_size : int, default=128
         Inputs attacked at once.
-
     random_state : int, RandomState instance or None, default=None
-        Seeds the random start.
+        Seeds the random starts; torch's global generator is left untouched.
+    verbose : int, default=0
+        Progress bar over batches when positive.
 
     Returns
     -------
     X_adv : ndarray of the shape of X, float32
-        The adversarial inputs.
-
+        The best iterate of each input.
     success : ndarray of shape (n_samples,), bool
-        Misclassified by the model.
-
+        Misclassified by the real model.
     evaded : ndarray of shape (n_samples,), bool
-        Misclassified and not flagged by the detector (``predict`` is +1).
+        Misclassified and not flagged by the real fitted detector
+        (``predict`` is +1).
+
+    See Also
+    --------
+    adaptive_attack_suite : Best-of over methods, surrogates, targets.
+    evaluate_robustness : Fixed-threshold report of plain and adaptive attacks.
+
+    References
+    ----------
+    .. [1] O. Bryniarski, N. Hingun, P. Pachuca, V. Wang, N. Carlini,
+       "Evading Adversarial Example Detectors using Orthogonal Projected
+       Gradient Descent", ICLR 2022.
 
     Examples
     --------
@@ -264,12 +432,18 @@ def make_adaptive_adversarial(
     >>> X_adv.shape, success.dtype, bool(np.abs(X_adv - X[:4]).max() <= 0.1 + 1e-6)
     ((4, 1, 8, 8), dtype('bool'), True)
     """
-    transformer, reconstruction = _split_pipeline(detector)
-    for name, value in (("eps", eps), ("eps_step", eps_step)):
-        if not isinstance(value, numbers.Real) or not value > 0:
-            raise ValueError(f"{name} must be a positive float; got {value!r}.")
-    if not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    view, final = _pipeline_parts(detector)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}.")
+    _check_positive("eps", eps)
+    if eps_step is None:
+        eps_step = eps / 8
+    _check_positive("eps_step", eps_step)
+    _check_positive("max_iter", max_iter, integer=True)
+    _check_positive("n_restarts", n_restarts, integer=True)
+    _check_positive("batch_size", batch_size, integer=True)
+    if quantize is not None:
+        _check_positive("quantize", quantize, integer=True)
     if not isinstance(confidence, numbers.Real) or confidence < 0:
         raise ValueError(
             f"confidence must be a non-negative float; got {confidence!r}."
@@ -287,55 +461,274 @@ def make_adaptive_adversarial(
             "pass clip_values."
         )
     shape = X.shape
-    X_model = X.reshape(len(X), *transformer.input_shape_)
-
-    model = transformer.module_
-    device = transformer.device_
-    surrogate = _softplus_surrogate(model, softplus_beta)
-    nets = [net.module_.eval() for net in reconstruction.reconstructors_]
-    out = np.empty_like(X_model)
+    X_model = X.reshape(len(X), *view.input_shape_)
+    model, device = view.module_, view.device_
+    if y is None:
+        y = _predicted_classes(model, X_model, batch_size, device)
+    y = np.asarray(y).astype(np.int64)
+    if target is not None:
+        target = np.asarray(target).astype(np.int64)
+    options = {
+        "eps": float(eps),
+        "eps_step": float(eps_step),
+        "max_iter": int(max_iter),
+        "n_restarts": int(n_restarts),
+        "random_start": bool(random_start),
+        "method": method,
+        "confidence": float(confidence),
+        "detector_weight": float(detector_weight),
+        "low": low,
+        "high": high,
+        "quantize": quantize,
+    }
+    stand_in = make_surrogate(model, surrogate, softplus_beta)
     seed = seed_from_random_state(random_state)
+    generator = torch.Generator()
+    generator.manual_seed(0 if seed is None else seed)
+    if seed is None:
+        generator.seed()
+    out = np.empty_like(X_model)
+    starts = range(0, len(X_model), batch_size)
+    if verbose:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"{method} attack", unit="batch")
     with eval_mode(model), torch_seed(seed):
-        if y is None:
-            y = _predicted_classes(model, X_model, batch_size, device)
-        y = np.asarray(y).astype(np.int64)
-        for start in range(0, len(X_model), batch_size):
-            x0 = torch.tensor(X_model[start : start + batch_size], device=device)
-            target = torch.tensor(y[start : start + batch_size], device=device)
-            x = x0.clone()
-            if random_start:
-                x = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(low, high)
-            frozen = torch.zeros(len(x), dtype=torch.bool, device=device)
-            for _ in range(max_iter):
-                x.requires_grad_(True)
-                logits = model(x)
-                # Carlini-Wagner margin, clamped at -confidence: once an input
-                # is misclassified with that margin, only the detector term
-                # moves it (Carlini & Wagner, "Adversarial examples are not
-                # easily detected", 2017).
-                true_logit = logits.gather(1, target[:, None]).squeeze(1)
-                others = logits.scatter(1, target[:, None], float("-inf"))
-                margin = true_logit - others.amax(dim=1)
-                loss = margin.clamp_min(-confidence).sum()
-                if detector_weight > 0:
-                    score = _differentiable_score(
-                        x, surrogate, transformer, reconstruction, nets
-                    )
-                    loss = loss + detector_weight * score.sum()
-                (grad,) = torch.autograd.grad(loss, x)
-                with torch.no_grad():
-                    if stop_when_evading:
-                        misclassified = margin < 0
-                        below = score <= 0 if detector_weight > 0 else True
-                        frozen |= misclassified & below
-                    step = -eps_step * grad.sign()
-                    step[frozen] = 0
-                    x = torch.minimum(torch.maximum(x + step, x0 - eps), x0 + eps)
-                    x = x.clamp(low, high).detach()
-            out[start : start + len(x)] = x.cpu().numpy()
+        for start in starts:
+            stop = start + batch_size
+            x0 = torch.tensor(X_model[start:stop], device=device)
+            y_batch = torch.tensor(y[start:stop], device=device)
+            t_batch = (
+                None
+                if target is None
+                else torch.tensor(target[start:stop], device=device)
+            )
+            best, _ = _attack_batch(
+                x0, y_batch, t_batch, view, final, stand_in, options, generator
+            )
+            out[start : start + len(x0)] = best.cpu().numpy()
     X_adv = out.reshape(shape)
-    with eval_mode(model):
-        predicted = _predicted_classes(model, out, batch_size, device)
-    success = predicted != y
-    evaded = success & (detector.predict(X_adv) == 1)
+    success, evaded = _judge(detector, model, out, X_adv, y, batch_size, device)
     return X_adv, success, evaded
+
+
+def _judge(detector, model, X_model, X_adv, y, batch_size, device):
+    """Misclassified by the real model; and not flagged by the real detector."""
+    success = _predicted_classes(model, X_model, batch_size, device) != y
+    evaded = success.copy()
+    if success.any():
+        evaded[success] = detector.predict(X_adv[success]) == 1
+    return success, evaded
+
+
+def _easiest_targets(model, X_model, y, k, batch_size, device):
+    """The ``k`` most likely wrong classes of each input, most likely first."""
+    with torch.no_grad(), eval_mode(model):
+        logits = torch.cat(
+            [
+                model(torch.tensor(X_model[s : s + batch_size], device=device)).cpu()
+                for s in range(0, len(X_model), batch_size)
+            ]
+        )
+    logits[torch.arange(len(y)), torch.as_tensor(y)] = -math.inf
+    return logits.argsort(dim=1, descending=True)[:, :k].numpy()
+
+
+def adaptive_attack_suite(
+    detector,
+    X,
+    y=None,
+    *,
+    eps=0.3,
+    methods=("orthogonal", "selective"),
+    surrogates=(
+        ("straight_through", 10.0),
+        ("straight_through", 5.0),
+        ("straight_through", 20.0),
+    ),
+    n_targets=2,
+    n_restarts=1,
+    max_iter=200,
+    eps_step=None,
+    quantize=None,
+    clip_values=(0.0, 1.0),
+    batch_size=128,
+    random_state=None,
+    verbose=0,
+):
+    """The strongest adaptive attack in skadv: best-of over many strategies.
+
+    Runs :func:`make_adaptive_adversarial` with every method of ``methods``
+    under every surrogate of ``surrogates`` (untargeted), then targeted runs
+    towards each input's ``n_targets`` most likely wrong classes (thresholds
+    are per class, so some classes are easier to hide in) with the first
+    surrogate. Each strategy attacks only the inputs that no earlier one got
+    past the detector, and keeps, per input, the best result judged on the
+    real model and the real fitted detector: misclassified and unflagged
+    first, then misclassified with the highest ``decision_function``.
+
+    Parameters
+    ----------
+    detector : sklearn.pipeline.Pipeline
+        A fitted view + detector pipeline (see
+        :func:`make_adaptive_adversarial`).
+    X : array-like of shape (n_samples, C, H, W) or (n_samples, n_features)
+        Benign inputs within ``clip_values``.
+    y : array-like of shape (n_samples,), default=None
+        True labels; None uses the model's predictions.
+    eps : float, default=0.3
+        L-infinity budget.
+    methods : sequence of str, default=("orthogonal", "selective")
+        Methods of :func:`make_adaptive_adversarial` to run.
+    surrogates : sequence of (str, float), default=(("straight_through", 10.0), \
+            ("straight_through", 5.0), ("straight_through", 20.0))
+        ``(surrogate, softplus_beta)`` pairs to run.
+    n_targets : int, default=2
+        Targeted runs towards this many of each input's most likely wrong
+        classes (0: none).
+    n_restarts : int, default=1
+        Restarts of each strategy (see :func:`make_adaptive_adversarial`).
+    max_iter : int, default=200
+        Steps per run.
+    eps_step : float, default=None
+        First step size; None: ``eps / 8``.
+    quantize : int, default=None
+        Keep iterates on a ``quantize``-bit grid (8 for 8-bit images).
+    clip_values : tuple of two float, default=(0.0, 1.0)
+        The model's input range.
+    batch_size : int, default=128
+        Inputs attacked at once.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random restarts.
+    verbose : int, default=0
+        Print one line per strategy when positive.
+
+    Returns
+    -------
+    result : sklearn.utils.Bunch
+        ``X_adv`` (the best input found for each row), ``success``
+        (misclassified by the model), ``evaded`` (misclassified and not
+        flagged by the detector), and ``strategies``: one dict per strategy
+        run with its name, the inputs it attacked, how many it newly got past
+        the detector and its run time in seconds.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skadv import ExplanationReconstructionDetector, ExplanationTransformer
+    >>> from skadv.attacks import adaptive_attack_suite
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = torch.nn.Sequential(
+    ...     torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+    ...     torch.nn.Linear(16, 3))
+    >>> X = np.random.default_rng(0).random((60, 1, 8, 8), dtype=np.float32)
+    >>> detector = make_pipeline(ExplanationTransformer(model),
+    ...     ExplanationReconstructionDetector(min_class_size=1, unseen_class="fallback",
+    ...                                       random_state=0)).fit(X)
+    >>> result = adaptive_attack_suite(detector, X[:4], eps=0.1, max_iter=5,
+    ...                                surrogates=[("straight_through", 10.0)],
+    ...                                n_targets=1)
+    >>> [s["strategy"] for s in result.strategies]  # doctest: +NORMALIZE_WHITESPACE
+    ['orthogonal, straight_through beta 10', 'selective, straight_through beta 10',
+     'orthogonal, straight_through beta 10, target 1',
+     'selective, straight_through beta 10, target 1']
+    >>> result.evaded.shape
+    (4,)
+    """
+    view, _ = _pipeline_parts(detector)
+    if not methods or any(m not in METHODS for m in methods):
+        raise ValueError(
+            f"methods must be a non-empty sequence of {list(METHODS)}; got {methods!r}."
+        )
+    if not surrogates:
+        raise ValueError("surrogates must hold at least one (surrogate, beta) pair.")
+    if not isinstance(n_targets, numbers.Integral) or n_targets < 0:
+        raise ValueError(
+            f"n_targets must be a non-negative integer; got {n_targets!r}."
+        )
+    X = check_array(X, allow_nd=True, dtype=np.float32)
+    X_model = X.reshape(len(X), *view.input_shape_)
+    model, device = view.module_, view.device_
+    if y is None:
+        y = _predicted_classes(model, X_model, batch_size, device)
+    y = np.asarray(y).astype(np.int64)
+    strategies = [
+        (
+            f"{method}, {kind} beta {beta:g}",
+            {"method": method, "surrogate": kind, "softplus_beta": beta},
+        )
+        for kind, beta in surrogates
+        for method in methods
+    ]
+    if n_targets:
+        targets = _easiest_targets(model, X_model, y, n_targets, batch_size, device)
+        kind, beta = surrogates[0]
+        strategies += [
+            (
+                f"{method}, {kind} beta {beta:g}, target {k + 1}",
+                {
+                    "method": method,
+                    "surrogate": kind,
+                    "softplus_beta": beta,
+                    "target": k,
+                },
+            )
+            for k in range(min(n_targets, targets.shape[1]))
+            for method in methods
+        ]
+    X_best = X.copy()
+    success = np.zeros(len(X), dtype=bool)
+    evaded = np.zeros(len(X), dtype=bool)
+    decision = np.full(len(X), -np.inf)
+    log = []
+    for name, params in strategies:
+        rows = np.flatnonzero(~evaded)
+        if rows.size == 0:
+            break
+        params = dict(params)
+        k = params.pop("target", None)
+        start = time.perf_counter()
+        X_adv, hit, slipped = make_adaptive_adversarial(
+            detector,
+            X[rows],
+            y[rows],
+            eps=eps,
+            max_iter=max_iter,
+            eps_step=eps_step,
+            n_restarts=n_restarts,
+            target=None if k is None else targets[rows, k],
+            quantize=quantize,
+            clip_values=clip_values,
+            batch_size=batch_size,
+            random_state=random_state,
+            **params,
+        )
+        new_decision = np.full(rows.size, -np.inf)
+        if hit.any():
+            new_decision[hit] = detector.decision_function(X_adv[hit])
+        better = slipped | (
+            hit & ~success[rows] | (hit & (new_decision > decision[rows]))
+        )
+        take = rows[better]
+        X_best[take] = X_adv[better]
+        success[take] = hit[better]
+        evaded[take] = slipped[better]
+        decision[take] = new_decision[better]
+        seconds = time.perf_counter() - start
+        log.append(
+            {
+                "strategy": name,
+                "n_attacked": int(rows.size),
+                "newly_evaded": int(slipped.sum()),
+                "seconds": seconds,
+            }
+        )
+        if verbose:
+            print(
+                f"  {name:<50} attacked {rows.size:>5}  newly evaded "
+                f"{int(slipped.sum()):>5}  ({seconds:.1f} s)",
+                flush=True,
+            )
+    return Bunch(X_adv=X_best, success=success, evaded=evaded, strategies=log)
