@@ -16,8 +16,17 @@ from skadv._autoencoder import (
     MLPAutoencoder,
     make_reconstructor,
 )
+from skadv._conformal import (
+    ConformalDetector,
+    calibration_fpr_distribution,
+    combine_p_values,
+    conformal_combined_p_values,
+    conformal_p_values,
+    min_calibration_rows,
+)
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
+from skadv._ensemble import EnsembleDetector
 from skadv._explain import ExplanationTransformer
 from skadv._gaussian import ClassConditionalGaussianDetector
 from skadv._persistence import load, save
@@ -28,18 +37,25 @@ from skadv._views import ActivationTransformer, RawInputTransformer
 __all__ = [
     "ActivationTransformer",
     "ClassConditionalGaussianDetector",
+    "ConformalDetector",
     "ConvAutoencoder",
     "DetectorClassifier",
+    "EnsembleDetector",
     "ExplanationReconstructionDetector",
     "ExplanationTransformer",
     "FeatureSqueezingDetector",
     "MLPAutoencoder",
     "RawInputTransformer",
     "__version__",
+    "calibration_fpr_distribution",
+    "combine_p_values",
+    "conformal_combined_p_values",
+    "conformal_p_values",
     "list_presets",
     "load",
     "make_detector",
     "make_reconstructor",
+    "min_calibration_rows",
     "save",
 ]
 

@@ -1,0 +1,434 @@
+"""EnsembleDetector: several detectors' conformal p-values, combined."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import OutlierMixin, _fit_context, clone
+from sklearn.ensemble._base import _fit_single_estimator
+from sklearn.utils import Bunch, _safe_indexing, check_random_state, get_tags
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._repr_html.estimator import _VisualBlock
+from sklearn.utils.metaestimators import _BaseComposition
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import _num_samples, check_is_fitted
+
+from skadv._conformal import (
+    COMBINE_METHODS,
+    benign_rows,
+    class_groups,
+    conformal_combined_p_values,
+    conformal_p_values,
+    min_calibration_rows,
+    predicted_classes,
+    split_calibration,
+    warn_small_classes,
+)
+
+
+class EnsembleDetector(OutlierMixin, _BaseComposition):
+    """Several detectors' conformal p-values combined into one calibrated test.
+
+    In scikit-learn's style of :class:`~sklearn.ensemble.VotingClassifier`:
+    every member (a named detector taking the same inputs, e.g. a view +
+    detector pipeline) is fitted in parallel on the same benign training
+    rows; on the benign rows held out from all of them, each member's score
+    becomes a conformal p-value (:func:`conformal_p_values`), a row's ``k``
+    p-values are combined (``combine``), and the combination is calibrated
+    again on the same held-out rows (:func:`conformal_combined_p_values`).
+    Rows whose final p-value is below ``contamination`` are flagged. The
+    members watch the same classifier and are far from independent; the
+    second calibration keeps the promised false-positive rate anyway: at most
+    ``contamination`` on new benign rows, on average over the calibration
+    draw (the realised rate spreads as :func:`calibration_fpr_distribution`
+    describes).
+
+    Parameters
+    ----------
+    detectors : list of (str, estimator) tuples
+        The members: each has ``fit`` and ``score_samples`` (higher = more
+        benign) and takes the inputs passed to :meth:`fit`. Their own
+        thresholds are not used. A member can be replaced, or set to
+        ``"drop"``, with ``set_params(name=...)``, and its parameters set with
+        ``set_params(name__param=...)``, as in ``GridSearchCV``.
+
+    combine : {"fisher", "bonferroni", "min", "mean"}, default="fisher"
+        How the members' p-values of a row are combined (see
+        :func:`combine_p_values`). ``"fisher"`` suits attacks that several
+        members see a little of; ``"min"`` suits attacks that one member sees
+        clearly. Both, and ``"mean"``, are calibrated again; ``"bonferroni"``
+        (``k * min p``, valid under any dependence) is not, so it flags
+        fewer benign rows than ``contamination`` and loses power.
+
+    contamination : float in (0, 0.5], default=0.05
+        Final p-value below which a row is flagged: the target false-positive
+        rate.
+
+    calibration_size : float in (0, 1) or int, default=0.2
+        Benign rows held out from the members' training to calibrate: a
+        share, or a number; at least ``min_calibration_rows(contamination)``.
+
+    class_column : int, callable or None, default=None
+        Source of each row's class for class-conditional p-values (see
+        :class:`ConformalDetector`): a column of ``X`` or a callable returning
+        the class of each row of ``X``.
+
+    min_class_rows : int, default=None
+        Classes with fewer calibration rows are calibrated on the rows of
+        every class (pooled), with a warning. ``None``:
+        ``min_calibration_rows(contamination)``.
+
+    n_jobs : int, default=None
+        Members fitted in parallel through joblib (any backend of
+        ``joblib.parallel_config``). ``None`` means 1 unless in a
+        ``joblib.parallel_config`` context; -1 means all processors.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the split into training and calibration rows. The members'
+        randomness is their own parameters'.
+
+    Attributes
+    ----------
+    detectors_ : list of estimators
+        The fitted members (without the dropped ones).
+
+    named_detectors_ : sklearn.utils.Bunch
+        The fitted members by name.
+
+    calibration_scores_ : ndarray of shape (n_calibration, n_members)
+        Each fitted member's ``score_samples`` of the held-out benign rows.
+
+    calibration_classes_ : ndarray of shape (n_calibration,) or None
+        Their classes, when ``class_column`` is set.
+
+    min_class_rows_ : int
+        The ``min_class_rows`` in use.
+
+    offset_ : float
+        ``contamination``: ``decision_function = p_value - offset_``.
+
+    n_features_in_ : int
+        Number of features seen by the first member, when it records it.
+
+    See Also
+    --------
+    ConformalDetector : One detector with a conformal threshold.
+    combine_p_values : The combination rules.
+
+    References
+    ----------
+    .. [1] V. Vovk and R. Wang, "Combining p-values via averaging",
+       Biometrika, 2020.
+    .. [2] S. Bates, E. Candes, L. Lei, Y. Romano and M. Sesia, "Testing for
+       outliers with conformal p-values", Annals of Statistics, 2023.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.covariance import EllipticEnvelope
+    >>> from sklearn.ensemble import IsolationForest
+    >>> from skadv import EnsembleDetector
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(500, 2))
+    >>> ensemble = EnsembleDetector(
+    ...     [
+    ...         ("forest", IsolationForest(random_state=0)),
+    ...         ("gaussian", EllipticEnvelope(random_state=0)),
+    ...     ],
+    ...     random_state=0,
+    ... )
+    >>> ensemble.fit(X).predict([[0.0, 0.0], [6.0, 6.0]])
+    array([ 1, -1])
+    >>> ensemble.member_p_values([[6.0, 6.0]])
+    array([[0.00990099, 0.00990099]])
+    """
+
+    _parameter_constraints = {
+        "detectors": [list],
+        "combine": [StrOptions(set(COMBINE_METHODS))],
+        "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "calibration_size": [
+            Interval(numbers.Real, 0, 1, closed="neither"),
+            Interval(numbers.Integral, 1, None, closed="left"),
+        ],
+        "class_column": [
+            Interval(numbers.Integral, 0, None, closed="left"),
+            callable,
+            None,
+        ],
+        "min_class_rows": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "n_jobs": [numbers.Integral, None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        detectors,
+        *,
+        combine="fisher",
+        contamination=0.05,
+        calibration_size=0.2,
+        class_column=None,
+        min_class_rows=None,
+        n_jobs=None,
+        random_state=None,
+    ):
+        self.detectors = detectors
+        self.combine = combine
+        self.contamination = contamination
+        self.calibration_size = calibration_size
+        self.class_column = class_column
+        self.min_class_rows = min_class_rows
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    @property
+    def named_detectors(self):
+        """The members by name (unfitted), as a :class:`~sklearn.utils.Bunch`."""
+        return Bunch(**dict(self.detectors))
+
+    def get_params(self, deep=True):
+        """Parameters of the ensemble and, with ``deep``, of its members.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return each member (by name) and its parameters
+            (``name__param``).
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        return self._get_params("detectors", deep=deep)
+
+    def set_params(self, **params):
+        """Set parameters of the ensemble or of its members (``name__param``).
+
+        Parameters
+        ----------
+        **params : dict
+            Ensemble parameters, members by name (an estimator or ``"drop"``),
+            or members' parameters as ``name__param``.
+
+        Returns
+        -------
+        self : object
+            The ensemble.
+        """
+        self._set_params("detectors", **params)
+        return self
+
+    def _validate_detectors(self):
+        detectors = self.detectors
+        if len(detectors) == 0 or not all(
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and isinstance(item[0], str)
+            for item in detectors
+        ):
+            raise ValueError(
+                "detectors must be a non-empty list of (name, detector) tuples; "
+                f"got {detectors!r}."
+            )
+        names = [name for name, _ in detectors]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"detectors have duplicate names {duplicates}: each needs a name "
+                "of its own (set_params addresses them as name__param)."
+            )
+        # scikit-learn's own rules: no '__' in names, no clash with parameters.
+        self._validate_names(names)
+        kept = [(name, d) for name, d in detectors if not _is_drop(d)]
+        if not kept:
+            raise ValueError("Every detector is 'drop': at least one is needed.")
+        for name, detector in kept:
+            if not (hasattr(detector, "fit") and hasattr(detector, "score_samples")):
+                raise ValueError(
+                    f"Detector {name!r} ({type(detector).__name__}) must have fit "
+                    "and score_samples (higher = more benign)."
+                )
+        return kept
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit every member on benign rows and calibrate on held-out ones.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs, in whatever form the members take.
+
+        y : array-like of shape (n_samples,), default=None
+            Optional +1 benign / -1 adversarial labels: only benign rows are
+            used, so fitting on a labelled mixed set (as in ``GridSearchCV``)
+            is honest. ``None``: all benign.
+
+        Returns
+        -------
+        self : object
+            The fitted ensemble.
+        """
+        kept = self._validate_detectors()
+        X = benign_rows(X, y)
+        classes = predicted_classes(self.class_column, X)
+        self.min_class_rows_ = (
+            min_calibration_rows(self.contamination)
+            if self.min_class_rows is None
+            else self.min_class_rows
+        )
+        rng = check_random_state(self.random_state)
+        train, calibration = split_calibration(
+            _num_samples(X), self.calibration_size, self.contamination, classes, rng
+        )
+        X_train = _safe_indexing(X, train)
+        self.detectors_ = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_single_estimator)(clone(detector), X_train, None, {})
+            for _, detector in kept
+        )
+        self.named_detectors_ = Bunch(
+            **{name: d for (name, _), d in zip(kept, self.detectors_, strict=True)}
+        )
+        self.calibration_scores_ = self._member_scores(_safe_indexing(X, calibration))
+        self.calibration_classes_ = None if classes is None else classes[calibration]
+        warn_small_classes(self.calibration_classes_, self.min_class_rows_)
+        self.offset_ = self.contamination
+        return self
+
+    @property
+    def n_features_in_(self):
+        """Number of features seen by the first member."""
+        check_is_fitted(self)
+        return self.detectors_[0].n_features_in_
+
+    def _member_scores(self, X):
+        scores = np.column_stack(
+            [np.asarray(d.score_samples(X), dtype=np.float64) for d in self.detectors_]
+        )
+        if np.isnan(scores).any():
+            names = [
+                name
+                for name, column in zip(self.named_detectors_, scores.T, strict=True)
+                if np.isnan(column).any()
+            ]
+            raise ValueError(f"Detectors {names} returned NaN scores.")
+        return scores
+
+    def _groups(self, X, n):
+        """(rows, calibration rows) pairs: one per class with its own calibration."""
+        if self.calibration_classes_ is None:
+            return [(np.arange(n), np.arange(len(self.calibration_scores_)))]
+        classes = predicted_classes(self.class_column, X)
+        warn_small_classes(self.calibration_classes_, self.min_class_rows_, classes)
+        return class_groups(self.calibration_classes_, classes, self.min_class_rows_)[0]
+
+    def member_p_values(self, X):
+        """Each member's conformal p-value of each row (small = adversarial).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs.
+
+        Returns
+        -------
+        p_values : ndarray of shape (n_samples, n_members)
+            Columns in the order of ``detectors_``.
+        """
+        check_is_fitted(self)
+        scores = self._member_scores(X)
+        p = np.empty_like(scores)
+        for rows, reference in self._groups(X, len(scores)):
+            for j in range(scores.shape[1]):
+                p[rows, j] = conformal_p_values(
+                    self.calibration_scores_[reference, j], scores[rows, j]
+                )
+        return p
+
+    def p_value(self, X):
+        """The calibrated combined p-value of each row: small means adversarial.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs.
+
+        Returns
+        -------
+        p_values : ndarray of shape (n_samples,)
+            In ``[1 / (n + 1), 1]`` with ``n`` calibration rows (except for
+            ``combine="bonferroni"``, in ``[k / (n + 1), 1]``).
+        """
+        check_is_fitted(self)
+        scores = self._member_scores(X)
+        p = np.empty(len(scores), dtype=np.float64)
+        for rows, reference in self._groups(X, len(scores)):
+            p[rows] = conformal_combined_p_values(
+                self.calibration_scores_[reference], scores[rows], self.combine
+            )
+        return p
+
+    def score_samples(self, X):
+        """The combined p-value: higher for more benign rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            :meth:`p_value`.
+        """
+        return self.p_value(X)
+
+    def decision_function(self, X):
+        """``p_value - contamination``: negative means adversarial.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+            Negative for the rows flagged as adversarial.
+        """
+        return self.p_value(X) - self.offset_
+
+    def predict(self, X):
+        """Predict +1 for benign and -1 for adversarial rows (``p < contamination``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            +1 benign, -1 adversarial.
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        try:
+            members = [get_tags(d) for _, d in self.detectors if not _is_drop(d)]
+        except (TypeError, ValueError):
+            # Invalid detectors: fit reports them with a clear message.
+            return tags
+        tags.input_tags.allow_nan = all(t.input_tags.allow_nan for t in members)
+        tags.input_tags.sparse = all(t.input_tags.sparse for t in members)
+        return tags
+
+    def _sk_visual_block_(self):
+        names, detectors = zip(*self.detectors, strict=True)
+        return _VisualBlock("parallel", detectors, names=names)
+
+
+def _is_drop(detector):
+    return isinstance(detector, str) and detector == "drop"
