@@ -61,7 +61,7 @@ __all__ = [
 
 # Subpackages load on first attribute access (``skadv.attacks``), as in
 # scikit-learn and SciPy, so that ``import skadv`` stays light.
-_SUBPACKAGES = ("attacks", "datasets", "metrics", "models", "plotting")
+_SUBPACKAGES = ("attacks", "datasets", "metrics", "models", "plotting", "reproduce")
 
 
 def __getattr__(name):
