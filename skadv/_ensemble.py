@@ -7,7 +7,6 @@ from sklearn.base import OutlierMixin, _fit_context, clone
 from sklearn.ensemble._base import _fit_single_estimator
 from sklearn.utils import Bunch, _safe_indexing, check_random_state, get_tags
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils._repr_html.estimator import _VisualBlock
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _num_samples, check_is_fitted
@@ -424,10 +423,6 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         tags.input_tags.allow_nan = all(t.input_tags.allow_nan for t in members)
         tags.input_tags.sparse = all(t.input_tags.sparse for t in members)
         return tags
-
-    def _sk_visual_block_(self):
-        names, detectors = zip(*self.detectors, strict=True)
-        return _VisualBlock("parallel", detectors, names=names)
 
 
 def _is_drop(detector):
