@@ -7,72 +7,52 @@ from pathlib import Path
 import joblib
 import numpy as np
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
-from sklearn.pipeline import make_pipeline
+from skorch.callbacks import Callback
 
-from skadv._autoencoder import make_reconstructor
-from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
-from skadv._explain import ExplanationTransformer
+from skadv._presets import make_detector
 
 DEMO_ATTACKS = ("fgsm", "pgd")
 DEMO_EPS = (0.1, 0.2, 0.3)
-
-
-def make_digits_detector(classifier, *, random_state=0):
-    """The detector pipeline the demo uses on the 8x8 digits.
-
-    Input x gradient maps with Ko & Lim's percentile normalisation, then one
-    MLP autoencoder per predicted class (300 epochs, 128 hidden units), with
-    thresholds set on 20% of the benign training maps held out from the
-    autoencoders. What the small-data study of ``skadv reproduce --dataset
-    digits`` found: on 1.3k training digits the paper's 10 epochs leave the
-    autoencoders undertrained (about 40 updates per class), 64-value saliency
-    maps carry less than input x gradient maps, and autoencoders trained this
-    long fit their own training maps, so in-sample thresholds would flag 30%
-    of new benign digits. Mean per-class ROC AUC against FGSM, BIM and MIM at
-    eps 0.05-0.30: 0.93-0.97, against 0.60-0.74 with the paper's settings.
-
-    Parameters
-    ----------
-    classifier : torch.nn.Module or skorch.NeuralNetClassifier
-        The trained digits classifier.
-
-    random_state : int, default=0
-        Seeds the autoencoders.
-
-    Returns
-    -------
-    pipeline : sklearn.pipeline.Pipeline
-        Unfitted: ExplanationTransformer, then ExplanationReconstructionDetector.
-    """
-    return make_pipeline(
-        ExplanationTransformer(classifier, method="input_x_gradient"),
-        ExplanationReconstructionDetector(
-            reconstructor=make_reconstructor(max_epochs=300, module__hidden=128),
-            contamination=0.05,
-            validation_fraction=0.2,
-            random_state=random_state,
-        ),
-    )
+#: The configuration of :func:`skadv.make_detector` the demo uses.
+DEMO_PRESET = "small-data"
 
 
 class _Steps:
-    """Numbered progress lines with timings."""
+    """Numbered progress lines; the long steps draw tqdm bars under theirs."""
 
     def __init__(self, total, verbose):
-        self.total, self.verbose, self.done, self.started = total, verbose, 0, None
+        self.total, self.verbose, self.done = total, verbose, 0
+        self.started = time.perf_counter()
 
     def __call__(self, message):
-        self.finish()
         self.done += 1
-        self.started = time.perf_counter()
         if self.verbose:
-            print(f"[{self.done}/{self.total}] {message} ...", end="", flush=True)
+            print(f"[{self.done}/{self.total}] {message}", flush=True)
+
+    def bar(self, iterable=None, **kwargs):
+        """``iterable`` with a progress bar (on stderr) when verbose."""
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, disable=not self.verbose, **kwargs)
 
     def finish(self):
-        if self.started is not None and self.verbose:
-            print(f" {time.perf_counter() - self.started:.1f} s", flush=True)
-        self.started = None
+        if self.verbose:
+            print(f"done in {time.perf_counter() - self.started:.0f} s", flush=True)
+
+
+class _EpochBar(Callback):
+    """Advance a progress bar once per epoch of a skorch net.
+
+    skorch's own ``ProgressBar`` draws one bar per epoch over its batches; the
+    demo's classifier trains 20 short epochs, so one bar over them says more.
+    """
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def on_epoch_end(self, net, **kwargs):
+        self.bar.update()
 
 
 def run_demo(
@@ -88,7 +68,8 @@ def run_demo(
     1. Train a small CNN on 70% of the digits (seeded).
     2. Craft adversarial examples of the held-out digits for every attack and
        eps, with IBM's adversarial-robustness-toolbox.
-    3. Fit the detector pipeline (:func:`make_digits_detector`) on benign
+    3. Fit the detector pipeline, ``make_detector(classifier,
+       preset="small-data")`` (see :func:`skadv.make_detector`), on benign
        training digits only; its threshold is the 5% benign quantile.
     4. Calibrate a second threshold on a labelled calibration split (benign
        digits and their adversarial versions, never the test digits) with
@@ -113,7 +94,9 @@ def run_demo(
         Seeds the split, the classifier, the attacks and the autoencoders.
 
     verbose : int, default=1
-        Print progress and the table when positive.
+        When positive, print each stage as it starts (with progress bars on
+        stderr for the classifier's epochs, the attacks and the
+        autoencoders) and the table at the end.
 
     Returns
     -------
@@ -139,25 +122,48 @@ def run_demo(
         X_train, y_train, test_size=0.2, stratify=y_train, random_state=random_state
     )
 
-    step("training the digits CNN")
-    classifier = make_digits_classifier(random_state=random_state).fit(X_fit, y_fit)
+    classifier = make_digits_classifier(random_state=random_state)
+    step(
+        f"training the digits CNN on {len(X_fit)} digits "
+        f"({classifier.max_epochs} epochs)"
+    )
+    with step.bar(total=classifier.max_epochs, desc="epochs", unit="epoch") as bar:
+        # The bar is a callback only while training, so the fitted classifier
+        # (saved inside the detector) keeps skorch's default callbacks.
+        classifier.set_params(callbacks=[("progress", _EpochBar(bar))])
+        classifier.fit(X_fit, y_fit)
+    classifier.set_params(callbacks=None)
+    classifier.initialize_callbacks()
     accuracy = float(np.mean(classifier.predict(X_test) == y_test))
 
-    step(f"crafting {len(attacks) * len(eps)} adversarial sets")
+    settings = [(attack, e) for attack in attacks for e in eps]
+    step(
+        f"crafting {len(settings)} adversarial sets ({', '.join(attacks)} at eps "
+        f"{', '.join(f'{e:g}' for e in eps)}) of the {len(X_test)} test and "
+        f"{len(X_cal)} calibration digits"
+    )
     adversarial = {}
-    for attack in attacks:
-        for e in eps:
-            for split, (Xs, ys) in {
-                "test": (X_test, y_test),
-                "cal": (X_cal, y_cal),
-            }.items():
-                X_adv, ok = make_adversarial(
-                    classifier, Xs, ys, attack=attack, eps=e, random_state=random_state
-                )
-                adversarial[attack, e, split] = (X_adv, ok)
+    for attack, e in step.bar(settings, desc="attacks", unit="set"):
+        for split, (Xs, ys) in {
+            "test": (X_test, y_test),
+            "cal": (X_cal, y_cal),
+        }.items():
+            X_adv, ok = make_adversarial(
+                classifier, Xs, ys, attack=attack, eps=e, random_state=random_state
+            )
+            adversarial[attack, e, split] = (X_adv, ok)
 
-    step("fitting the detector on benign digits")
-    detector = make_digits_detector(classifier, random_state=random_state).fit(X_fit)
+    detector = make_detector(classifier, preset=DEMO_PRESET, random_state=random_state)
+    step(
+        f"fitting the detector (preset {DEMO_PRESET!r}) on the {len(X_fit)} "
+        "benign training digits: one autoencoder per class, "
+        f"{detector[-1].reconstructor.max_epochs} epochs each"
+    )
+    # verbose only draws the autoencoders' progress bar; it is reset so that
+    # the saved detector refits silently.
+    detector.set_params(explanationreconstructiondetector__verbose=int(bool(verbose)))
+    detector.fit(X_fit)
+    detector.set_params(explanationreconstructiondetector__verbose=0)
 
     step("calibrating the threshold on the calibration split")
     X_cal_adv = np.concatenate(
@@ -199,7 +205,6 @@ def run_demo(
                 }
             )
             curves[attack, e] = (labels, score)
-    step.finish()
 
     results = {
         "dataset": "scikit-learn digits (8x8)",
@@ -218,9 +223,11 @@ def run_demo(
         detector,
         X_test,
         example,
-        f"{example_attack.upper()}, eps={max(eps)}",
+        example_attack,
+        max(eps),
         curves,
     )
+    step.finish()
     if verbose:
         print()
         print(format_table(results))
@@ -249,44 +256,49 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def _plot_demo(path, detector, X_test, example, example_name, curves):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot_demo(path, detector, X_test, example, attack, eps, curves):
+    # Figure, not pyplot: the picture is only saved, and the caller's pyplot
+    # state and backend stay as they were.
+    from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
+
+    from skadv.plotting import plot_explanations
 
     X_adv, ok = example
     index = np.flatnonzero(ok)[:4]
     transformer = detector[0]
-    benign_maps = transformer.transform(X_test[index])
-    adv_maps = transformer.transform(X_adv[index])
+    maps = transformer.transform(np.concatenate([X_test[index], X_adv[index]]))
 
-    fig = plt.figure(figsize=(12, 5.5), layout="constrained")
+    fig = Figure(figsize=(12, 5.5), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=[1.1, 1])
-    axes = left.subplots(len(index), 4)
-    titles = [
-        "benign input",
-        "its explanation",
-        f"adversarial ({example_name})",
-        "its explanation",
-    ]
-    for row, i in enumerate(index):
-        panels = [X_test[i, 0], benign_maps[row, 1:], X_adv[i, 0], adv_maps[row, 1:]]
-        classes = [benign_maps[row, 0], None, adv_maps[row, 0], None]
-        for col, (image, cls) in enumerate(zip(panels, classes, strict=True)):
-            ax = axes[row, col]
-            ax.imshow(
-                np.reshape(image, (8, 8)), cmap="gray" if col % 2 == 0 else "magma"
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(titles[col], fontsize=9)
-            if cls is not None:
-                ax.set_ylabel(f"predicted {int(cls)}", fontsize=8)
+    # Every input on the pixel scale [0, 1] and every map on [0, 1] (the
+    # percentile normalisation's range), so grey and colour compare across
+    # panels.
+    axes = plot_explanations(
+        np.concatenate([X_test[index], X_adv[index]]),
+        maps,
+        labels=np.r_[np.ones(len(index)), -np.ones(len(index))],
+        n=len(index),
+        input_range=(0.0, 1.0),
+        map_range=(0.0, 1.0),
+        fig=left,
+    )
+    left.colorbar(
+        axes[1, 0].images[0], ax=axes, shrink=0.6, label="explanation (normalised)"
+    )
+    left.colorbar(
+        axes[0, 0].images[0],
+        ax=axes,
+        location="bottom",
+        shrink=0.4,
+        aspect=30,
+        label="pixel value",
+    )
     left.suptitle(
-        "Adversarial inputs barely change; their explanations do", fontsize=10
+        f"{attack.upper()} at eps {eps:g} moves each pixel by up to {eps:g} (the "
+        "grey background):\nthe digit's shape stays, its prediction flips and "
+        "its explanation spreads out",
+        fontsize=10,
     )
 
     attacks = sorted({a for a, _ in curves})
@@ -304,4 +316,3 @@ def _plot_demo(path, detector, X_test, example, example_name, curves):
         ax.legend(fontsize=8, loc="lower right")
     roc_axes[0].set_ylabel("true-positive rate (adversarial caught)")
     fig.savefig(path, dpi=110)
-    plt.close(fig)

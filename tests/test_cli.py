@@ -16,10 +16,11 @@ matplotlib = pytest.importorskip("matplotlib")
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    printed, bars = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(bars):
         main(["demo", "--output-dir", str(out), "--attacks", "fgsm", "--eps", "0.3"])
     (out / "stdout.txt").write_text(printed.getvalue())
+    (out / "stderr.txt").write_text(bars.getvalue())
     return out
 
 
@@ -39,10 +40,38 @@ def test_demo_writes_results_picture_and_detector(demo_run, capsys):
     assert calibrated.best_threshold_ == pytest.approx(results["calibrated_threshold"])
 
 
+def test_demo_detector_is_the_small_data_preset(demo_run):
+    import torch
+
+    from skadv import make_detector
+
+    detector = joblib.load(demo_run / "detector.joblib")
+    preset = make_detector(torch.nn.Identity(), preset="small-data", random_state=0)
+    assert detector[0].method == preset[0].method == "input_x_gradient"
+    for name in ("contamination", "validation_fraction", "metric", "random_state"):
+        assert detector[-1].get_params()[name] == preset[-1].get_params()[name]
+    net = detector[-1].reconstructor.get_params()
+    assert (net["module__hidden"], net["max_epochs"]) == (128, 300)
+    # The progress bar was a callback during training only; the saved
+    # classifier refits silently.
+    classifier = detector[0].model
+    assert classifier.callbacks is None
+    assert "progress" not in dict(classifier.callbacks_)
+    assert detector[-1].verbose == 0
+
+
 def test_demo_prints_progress_and_the_table(demo_run):
     printed = (demo_run / "stdout.txt").read_text()
-    assert "[2/6] training the digits CNN ..." in printed
-    assert "[6/6] scoring the test digits ..." in printed
+    assert "[2/6] training the digits CNN on 1005 digits (20 epochs)\n" in printed
+    assert (
+        "[4/6] fitting the detector (preset 'small-data') on the 1005 benign "
+        "training digits: one autoencoder per class, 300 epochs each\n"
+    ) in printed
+    assert "[6/6] scoring the test digits\n" in printed
+    # The long stages draw progress bars (on stderr) while they run.
+    bars = (demo_run / "stderr.txt").read_text()
+    for bar in ("epochs: 100%", "20/20", "attacks: 100%", "autoencoders: 100%"):
+        assert bar in bars
     header = "attack    eps  success  ROC AUC  TPR@5%FPR  calibrated acc"
     assert header in printed
     assert "\nfgsm     0.30    1.000" in printed or "\nfgsm     0.30    0.9" in printed

@@ -87,6 +87,36 @@ def test_plot_explanations_shorter_block_switches_panels_off():
     assert len(axes[3, 1].images) == 0
 
 
+def test_plot_explanations_shared_scale_across_figures():
+    # Two figures of different maps on one given scale: colours compare.
+    X, explanations = images_and_maps(4)
+    axes_a = plot_explanations(
+        X, explanations, input_range=(0, 1), map_range=(0, 2), labels=[1, 1, -1, -1]
+    )
+    axes_b = plot_explanations(X, 0.1 * explanations, map_range=(0, 2))
+    assert axes_a[0, 0].images[0].get_clim() == (0.0, 1.0)
+    assert axes_a[2, 1].images[0].get_clim() == (0.0, 1.0)
+    maps_a = [ax.images[0].get_clim() for ax in axes_a[[1, 3]].ravel()]
+    maps_b = [ax.images[0].get_clim() for ax in axes_b[1]]
+    assert set(maps_a) == set(maps_b) == {(0.0, 2.0)}
+    # Without a range, the maps shown set it.
+    axes_c = plot_explanations(X, 0.1 * explanations)
+    _, high = axes_c[1, 0].images[0].get_clim()
+    assert high == pytest.approx(0.1 * explanations[:, 1:].max())
+
+
+def test_plot_explanations_on_a_figure_without_pyplot():
+    # A plain Figure (what a library saving pictures uses) is never registered
+    # with pyplot, so the caller's pyplot state is left alone.
+    from matplotlib.figure import Figure
+
+    X, explanations = images_and_maps(2)
+    fig = Figure()
+    axes = plot_explanations(X, explanations, fig=fig)
+    assert len(fig.axes) == axes.size == 4
+    assert plt.get_fignums() == []
+
+
 def test_plot_explanations_draws_into_given_figure():
     X, explanations = images_and_maps(2)
     fig = plt.figure()
@@ -106,6 +136,17 @@ def test_plot_explanations_draws_into_given_figure():
             {"reconstructions": np.zeros((6, 63))},
             "reconstructions has 63 values per row but the explanation maps have 64.",
         ),
+        (
+            {"map_range": (1, 0)},
+            r"^map_range must be None or a pair \(vmin, vmax\) of finite numbers "
+            r"with vmin < vmax; got \(1, 0\)\.$",
+        ),
+        (
+            {"input_range": 1.0},
+            r"^input_range must be None or a pair \(vmin, vmax\) of finite "
+            r"numbers with vmin < vmax; got 1\.0\.$",
+        ),
+        ({"map_range": (0, np.nan)}, r"^map_range must be None or a pair"),
     ],
 )
 def test_plot_explanations_bad_arguments(kwargs, message):

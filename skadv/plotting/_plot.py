@@ -97,6 +97,8 @@ def plot_explanations(
     labels=None,
     n=5,
     image_shape=None,
+    input_range=None,
+    map_range=None,
     fig=None,
 ):
     """Show inputs, their explanation maps and, optionally, reconstructions.
@@ -137,6 +139,15 @@ def plot_explanations(
     image_shape : tuple of int, default=None
         Shape ``(C, H, W)`` or ``(H, W)`` of one input when ``X`` is flat.
 
+    input_range : tuple of (float, float), default=None
+        ``(vmin, vmax)`` of the inputs' colour scale, e.g. ``(0, 1)`` for
+        pixel values in [0, 1]. ``None``: the range of the inputs shown.
+
+    map_range : tuple of (float, float), default=None
+        ``(vmin, vmax)`` of the colour scale shared by every explanation and
+        reconstruction panel. ``None``: the range of the maps shown. Pass the
+        same value to several figures to compare them on one scale.
+
     fig : matplotlib Figure or SubFigure, default=None
         Where to draw. ``None``: a new figure sized to the grid.
 
@@ -153,22 +164,26 @@ def plot_explanations(
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> import matplotlib.pyplot as plt
     >>> import numpy as np
     >>> from skadv.plotting import plot_explanations
     >>> rng = np.random.default_rng(0)
     >>> X = rng.random((6, 1, 8, 8))
     >>> maps = np.column_stack([rng.integers(0, 10, 6), rng.random((6, 64))])
-    >>> axes = plot_explanations(X, maps, labels=[1, 1, 1, -1, -1, -1], n=3)
+    >>> axes = plot_explanations(
+    ...     X, maps, labels=[1, 1, 1, -1, -1, -1], n=3, input_range=(0, 1)
+    ... )
     >>> axes.shape  # (benign input, map, adversarial input, map) x 3 inputs
     (4, 3)
+    >>> axes[1, 0].images[0].get_clim() == axes[3, 2].images[0].get_clim()
+    True
     >>> plt.close("all")
     """
     plt = _pyplot("plot_explanations")
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}.")
+    input_range = _check_range(input_range, "input_range")
+    map_range = _check_range(map_range, "map_range")
     X = np.asarray(X, dtype=np.float64)
     if X.ndim < 2:
         raise ValueError(
@@ -214,12 +229,14 @@ def plot_explanations(
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
 
     # One colour scale for inputs, one for maps, so panels compare at a glance.
-    input_range = float(images.min()), float(images.max())
-    map_values = [panels[k] for k in kinds if k != "input"]
-    map_range = (
-        min(float(m.min()) for m in map_values),
-        max(float(m.max()) for m in map_values),
-    )
+    if input_range is None:
+        input_range = float(images.min()), float(images.max())
+    if map_range is None:
+        map_values = [panels[k] for k in kinds if k != "input"]
+        map_range = (
+            min(float(m.min()) for m in map_values),
+            max(float(m.max()) for m in map_values),
+        )
     for b, (block, rows) in enumerate(blocks):
         for k, kind in enumerate(kinds):
             row = b * len(kinds) + k
@@ -250,6 +267,23 @@ def plot_explanations(
                     }.get(block, "black")
                     ax.set_ylabel(text, fontsize=8, color=color)
     return axes
+
+
+def _check_range(value, name):
+    """``None`` or a ``(vmin, vmax)`` pair of finite floats with vmin < vmax."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+        ok = np.isfinite(low) and np.isfinite(high) and low < high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{name} must be None or a pair (vmin, vmax) of finite numbers with "
+            f"vmin < vmax; got {value!r}."
+        )
+    return low, high
 
 
 def _show_input(ax, image, value_range):
@@ -354,8 +388,6 @@ class ReconstructionErrorDisplay:
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> import matplotlib.pyplot as plt
     >>> import numpy as np
     >>> from skadv.plotting import ReconstructionErrorDisplay
@@ -416,8 +448,6 @@ class ReconstructionErrorDisplay:
 
         Examples
         --------
-        >>> import matplotlib
-        >>> matplotlib.use("Agg")
         >>> import matplotlib.pyplot as plt
         >>> import numpy as np
         >>> from skadv import ExplanationReconstructionDetector
@@ -501,8 +531,6 @@ class ReconstructionErrorDisplay:
 
         Examples
         --------
-        >>> import matplotlib
-        >>> matplotlib.use("Agg")
         >>> import matplotlib.pyplot as plt
         >>> from skadv.plotting import ReconstructionErrorDisplay
         >>> display = ReconstructionErrorDisplay.from_predictions(
