@@ -307,7 +307,7 @@ class BaseView(FrozenModelMixin, TransformerMixin, BaseEstimator):
         out = None
         with eval_mode(self.module_), torch.set_grad_enabled(self._needs_grad):
             for start, stop, batch in self._batches(X):
-                predicted, features = self._view_batch(batch)
+                predicted, features = self._view_batch(batch, self.module_)
                 features = features.detach().flatten(1)
                 if not torch.isfinite(features).all():
                     row = start + int(
@@ -323,9 +323,38 @@ class BaseView(FrozenModelMixin, TransformerMixin, BaseEstimator):
                 out[start:stop, 1:] = features.float().cpu().numpy()
         return out
 
-    def _view_batch(self, batch):
+    def _view_batch(self, batch, module):
         """Return ``(predicted, features)`` tensors for one batch of inputs."""
         raise NotImplementedError
+
+    def torch_transform(self, X, *, module=None):
+        """:meth:`transform` of a torch tensor, with its graph kept.
+
+        The same computation as :meth:`transform` on a tensor on ``device_``,
+        differentiable in ``X`` through the features, for attacks that
+        differentiate a detector's score through the view.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, *input_shape_) or \
+                (n_samples, n_features)
+            Inputs.
+
+        module : torch.nn.Module, default=None
+            The network to run instead of ``module_`` (e.g. a surrogate with the
+            same forward values and submodule names); None: ``module_``.
+
+        Returns
+        -------
+        Xt : torch.Tensor of shape (n_samples, 1 + n_view_features)
+            Predicted class (not differentiable), then the view's features.
+        """
+        check_is_fitted(self)
+        module = self.module_ if module is None else module
+        x = X.reshape(X.shape[0], *self.input_shape_)
+        predicted, features = self._view_batch(x, module)
+        features = features.flatten(1).float()
+        return torch.cat([predicted[:, None].to(features.dtype), features], dim=1)
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns.
@@ -450,8 +479,8 @@ class RawInputTransformer(BaseView):
         self.batch_size = batch_size
         self.device = device
 
-    def _view_batch(self, batch):
-        return self.module_(batch).argmax(dim=1), batch
+    def _view_batch(self, batch, module):
+        return module(batch).argmax(dim=1), batch
 
 
 def _last_linear(module):
@@ -589,17 +618,17 @@ class ActivationTransformer(BaseView):
         self._capture_input = self.layer is None
         super()._fit_view(X)
 
-    def _view_batch(self, batch):
+    def _view_batch(self, batch, module):
         captured = []
         capture_input = self._capture_input
 
         def hook(module, inputs, output):
             captured.append(inputs[0] if capture_input else output)
 
-        target = self.module_.get_submodule(self.layer_)
+        target = module.get_submodule(self.layer_)
         handle = target.register_forward_hook(hook)
         try:
-            logits = self.module_(batch)
+            logits = module(batch)
         finally:
             handle.remove()
         if not captured:

@@ -1,0 +1,254 @@
+"""Detectors against attackers who ignore them and attackers who know them.
+
+For each preset: the detector is fitted on benign training data, its threshold
+(``contamination=0.05``) is fixed, its false-positive rate is measured on the
+benign test set, then ``skadv.attacks.evaluate_robustness`` runs plain PGD and
+the adaptive suite (orthogonal and selective PGD, straight-through surrogates
+of three steepnesses, targeted runs towards the two most likely wrong
+classes, best-of per input) on correctly classified test inputs. Success is
+judged on the real model and the real fitted detector.
+
+Usage::
+
+    python benchmarks/bench_robustness.py                       # digits, every preset
+    python benchmarks/bench_robustness.py --dataset mnist --data-home DIR \\
+        --preset ko-lim-2021 contrastive-h256
+    python benchmarks/bench_robustness.py --quick               # a smoke run
+
+Results go to ``benchmarks/results/robustness-<dataset>-<preset>.json`` and a
+figure ``robustness-<dataset>.png``. ``--classifier-state`` reuses a trained
+``MnistCNN`` state_dict; the MNIST classifier trained here is cached under
+``benchmarks/results/cache/``.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from skadv import list_presets, make_detector
+from skadv.attacks import evaluate_robustness
+
+RESULTS = Path(__file__).parent / "results"
+SUITE = {
+    "methods": ["orthogonal", "selective"],
+    "surrogates": [
+        ["straight_through", 10.0],
+        ["straight_through", 5.0],
+        ["straight_through", 20.0],
+    ],
+    "n_targets": 2,
+    "n_restarts": 1,
+}
+
+
+def load(dataset, data_home, classifier_state):
+    if dataset == "digits":
+        from skadv.datasets import load_digits
+        from skadv.models import make_digits_classifier
+
+        X, y = load_digits(return_X_y=True)
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=0.3, stratify=y, random_state=0
+        )
+        classifier = make_digits_classifier(random_state=0).fit(X_train, y_train)
+        return classifier, X_train, X_test, y_test
+    from skadv.datasets import load_mnist
+    from skadv.models import make_mnist_classifier
+
+    X_train, y_train = load_mnist(subset="train", data_home=data_home, return_X_y=True)
+    X_test, y_test = load_mnist(subset="test", data_home=data_home, return_X_y=True)
+    classifier = make_mnist_classifier(random_state=0)
+    state = classifier_state or RESULTS / "cache" / "mnist-cnn-seed0.pt"
+    if Path(state).exists():
+        classifier.initialize()
+        classifier.module_.load_state_dict(torch.load(state, weights_only=True))
+    else:
+        classifier.fit(X_train, y_train)
+        Path(state).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(classifier.module_.state_dict(), state)
+    return classifier, X_train, X_test, y_test
+
+
+def plot(dataset, reports, path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 + 2.5 * len(reports), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(reports), sharey=True, squeeze=False)[0]
+    for ax, (preset, report) in zip(axes, reports.items(), strict=True):
+        for attack, style in (("pgd", "o--"), ("adaptive", "s-")):
+            rows = [r for r in report["results"] if r["attack"] == attack]
+            label = "plain PGD" if attack == "pgd" else "adaptive suite"
+            ax.plot(
+                [r["eps"] for r in rows],
+                [r["evasion_rate"] for r in rows],
+                style,
+                label=label,
+            )
+        ax.set_title(f"{preset}\nbenign FPR {report['benign_fpr']:.3f}", fontsize=9)
+        ax.set_xlabel("eps (L-inf)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("misclassified and undetected")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{dataset}: share of attacked inputs that get through", fontsize=10)
+    fig.savefig(path, dpi=120)
+
+
+def _f(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def format_tables(results_dir=RESULTS):
+    """Markdown tables of every full (not quick) robustness-*.json result."""
+    reports = [
+        json.loads(path.read_text())
+        for path in sorted(Path(results_dir).glob("robustness-*.json"))
+        if "-quick" not in path.name
+    ]
+    lines = [
+        "| data | preset | eps | benign FPR | attacked | plain PGD: misled / "
+        "through | adaptive suite: misled / through | ROC AUC, PGD -> adaptive "
+        "| suite time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    settings = []
+    for report in reports:
+        rows = {(r["eps"], r["attack"]): r for r in report["results"]}
+        bits = report["settings"]["suite"].get("quantize")
+        name = report["dataset"] + (f" ({bits}-bit)" if bits else "")
+        for eps in report["settings"]["eps"]:
+            pgd, adaptive = rows[(eps, "pgd")], rows[(eps, "adaptive")]
+            lines.append(
+                f"| {name} | `{report['preset']}` | {eps:g} | "
+                f"{report['benign_fpr']:.3f} | {report['n_attacked']} | "
+                f"{pgd['attack_success_rate']:.3f} / {pgd['evasion_rate']:.3f} | "
+                f"{adaptive['attack_success_rate']:.3f} / "
+                f"**{adaptive['evasion_rate']:.3f}** | "
+                f"{_f(pgd['roc_auc'])} -> {_f(adaptive['roc_auc'])} | "
+                f"{adaptive['seconds'] / 60:.1f} min |"
+            )
+        settings.append(f"- {name}, `{report['preset']}`: {report['attack_settings']}")
+    intro = (
+        "Share of the attacked test inputs (correctly classified, 500 or fewer) "
+        "that end misclassified by the model (misled) and misclassified *and* "
+        "not flagged by the real fitted detector at its own threshold, fixed at "
+        "fit on benign data with `contamination=0.05` (through). Benign FPR: "
+        "share of the benign test set flagged at that threshold. ROC AUC: benign "
+        "test inputs against the successful adversarial ones."
+    )
+    return "\n".join([intro, "", *lines, "", "Attack settings:", "", *settings, ""])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
+    parser.add_argument("--data-home", default=os.environ.get("SKADV_DATA_HOME"))
+    parser.add_argument(
+        "--preset", nargs="+", choices=sorted(list_presets()), default=None
+    )
+    parser.add_argument("--n-attack", type=int, default=500, help="inputs attacked")
+    parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.3])
+    parser.add_argument("--max-iter", type=int, default=200)
+    parser.add_argument(
+        "--quantize", type=int, default=None, help="keep iterates on a b-bit grid"
+    )
+    parser.add_argument("--classifier-state", help="MNIST: a MnistCNN state_dict")
+    parser.add_argument("--n-jobs", type=int, default=2, help="autoencoder training")
+    parser.add_argument(
+        "--quick", action="store_true", help="50 inputs, 20 steps, one surrogate"
+    )
+    parser.add_argument("--output-dir", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    presets = args.preset or list(list_presets())
+    suite = dict(SUITE)
+    n_attack, max_iter = args.n_attack, args.max_iter
+    if args.quick:
+        n_attack, max_iter = 50, 20
+        suite.update(surrogates=[["straight_through", 10.0]], n_targets=1)
+    if args.quantize:
+        suite["quantize"] = args.quantize
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+
+    classifier, X_train, X_test, y_test = load(
+        args.dataset, args.data_home, args.classifier_state
+    )
+    accuracy = float(np.mean(classifier.predict(X_test) == y_test))
+    print(f"{args.dataset}: classifier test accuracy {accuracy:.4f}", flush=True)
+    pick = np.random.default_rng(0).permutation(len(X_test))[:n_attack]
+    reports = {}
+    for preset in presets:
+        start = time.perf_counter()
+        detector = make_detector(
+            classifier, preset=preset, n_jobs=args.n_jobs, random_state=0
+        ).fit(X_train)
+        fit_seconds = time.perf_counter() - start
+        print(f"{preset}: fitted in {fit_seconds:.0f} s", flush=True)
+        X_attack = X_test[pick]
+        if args.quantize:
+            levels = 2**args.quantize - 1
+            X_attack = np.round(X_attack * levels) / levels
+        report = evaluate_robustness(
+            detector,
+            X_attack,
+            y_test[pick],
+            X_benign=X_test,
+            eps=args.eps,
+            max_iter=max_iter,
+            suite_params=suite,
+            verbose=2,
+        )
+        report.update(
+            dataset=args.dataset,
+            preset=preset,
+            description=list_presets()[preset],
+            classifier_accuracy=accuracy,
+            fit_seconds=round(fit_seconds, 1),
+            attack_settings=(
+                f"L-inf, {max_iter} steps per run, signed steps from eps/8 "
+                "decaying (cosine) to eps/80, no random start; adaptive suite: "
+                f"methods {suite['methods']}, surrogates {suite['surrogates']}, "
+                f"targeted runs towards the {suite['n_targets']} most likely "
+                f"wrong classes, {suite['n_restarts']} run(s) per strategy"
+                + (f", {args.quantize}-bit iterates" if args.quantize else "")
+                + "; best-of per input; plain PGD: the classifier's margin only"
+            ),
+            command="python benchmarks/bench_robustness.py "
+            + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        )
+        reports[preset] = report
+        suffix = "-quick" if args.quick else ""
+        suffix += f"-{args.quantize}bit" if args.quantize else ""
+        path = output / f"robustness-{args.dataset}-{preset}{suffix}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path} ({time.perf_counter() - start:.0f} s)", flush=True)
+    if not args.quick:
+        tables = format_tables(output)
+        (output / "robustness-tables.md").write_text(tables)
+    if not args.quick:
+        # The figure of every preset measured on this data set so far.
+        everything = {
+            f"{r['preset']}"
+            + (
+                f" ({bits}-bit)"
+                if (bits := r["settings"]["suite"].get("quantize"))
+                else ""
+            ): r
+            for r in (
+                json.loads(p.read_text())
+                for p in sorted(output.glob(f"robustness-{args.dataset}-*.json"))
+                if "-quick" not in p.name
+            )
+        }
+        plot(args.dataset, everything, output / f"robustness-{args.dataset}.png")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
