@@ -1,33 +1,26 @@
 """ExplanationTransformer: inputs to saliency maps with a trained torch classifier."""
 
-import copy
-import io
-import numbers
 import warnings
 import zlib
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import (
     _check_feature_names_in,
     check_is_fitted,
     check_memory,
-    validate_data,
 )
 
+from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
 from skadv._scoring import normalize_attributions
 from skadv._torch_utils import (
     array_digest,
     eval_mode,
     model_fingerprint,
-    module_device_dtype,
     needs_key,
-    on_cuda,
-    resolve_device,
-    unwrap_model,
 )
 
 METHODS = (
@@ -77,7 +70,7 @@ def _explain_cached(transformer, key, X):
     return transformer._explain(X)
 
 
-class ExplanationTransformer(TransformerMixin, BaseEstimator):
+class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
     """Explain a trained torch classifier's predictions as saliency maps.
 
     Each input is explained for the class the model predicts for it, with one
@@ -200,13 +193,10 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "model": [object],
+        **MODEL_PARAMETER_CONSTRAINTS,
         "method": [StrOptions(set(METHODS))],
         "normalize": [StrOptions({"percentile", "max"}), None],
-        "input_shape": [tuple, list, None],
         "method_params": [dict, None],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "device": [str, torch.device, None],
         "memory": [None, str, HasMethods(["cache"])],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -237,96 +227,6 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def __sklearn_clone__(self):
-        # The model is trained and frozen: share it (scikit-learn's clone would
-        # deep-copy a torch module and re-initialise a skorch net), so that
-        # clones hash alike for Pipeline(memory=...) and cost no memory.
-        params = self.get_params(deep=False)
-        model = params.pop("model")
-        cloned = type(self)(
-            model=model, **{k: clone(v, safe=False) for k, v in params.items()}
-        )
-        if hasattr(self, "_sklearn_output_config"):
-            cloned._sklearn_output_config = copy.deepcopy(self._sklearn_output_config)
-        return cloned
-
-    def get_params(self, deep=True):
-        """Get the parameters of this transformer.
-
-        The model's own parameters are never listed (``deep`` is ignored for
-        it): the model is trained and frozen, and clones share it, so setting
-        ``model__lr`` on one would change every clone's and the user's model.
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Ignored; present for API consistency.
-
-        Returns
-        -------
-        params : dict
-            Parameter names mapped to their values.
-        """
-        return super().get_params(deep=False)
-
-    def set_params(self, **params):
-        """Set the parameters of this transformer.
-
-        Parameters
-        ----------
-        **params : dict
-            Transformer parameters. The model's own parameters (``model__*``)
-            are refused: the model is frozen and shared by clones.
-
-        Returns
-        -------
-        self : ExplanationTransformer
-            This transformer.
-        """
-        nested = sorted(k for k in params if k.startswith("model__"))
-        if nested:
-            raise ValueError(
-                f"Invalid parameter {nested[0]!r}: ExplanationTransformer treats its "
-                "model as trained and frozen (clones share it), so its parameters "
-                "cannot be set through the transformer; pass another model instead."
-            )
-        return super().set_params(**params)
-
-    def __getstate__(self):
-        # A copy: BaseEstimator.__getstate__ may return the live __dict__.
-        state = dict(super().__getstate__())
-        cuda_modules = {
-            k: state.pop(k)
-            for k in ("model", "module_")
-            if isinstance(state.get(k), torch.nn.Module) and on_cuda(state[k])
-        }
-        if cuda_modules:
-            # As skorch does for its nets: keep CUDA tensors in a torch.save
-            # blob so that a CPU-only machine can map them to the CPU on load.
-            buffer = io.BytesIO()
-            torch.save(cuda_modules, buffer)
-            state["_cuda_modules"] = buffer.getvalue()
-        return state
-
-    def __setstate__(self, state):
-        blob = state.pop("_cuda_modules", None)
-        if blob is not None:
-            cuda = torch.cuda.is_available()
-            location = None if cuda else "cpu"
-            modules = torch.load(
-                io.BytesIO(blob), map_location=location, weights_only=False
-            )
-            state.update(modules)
-            if not cuda and "device_" in state:
-                warnings.warn(
-                    "This ExplanationTransformer was pickled with a model on CUDA, "
-                    "which is not available here: the model was loaded on the CPU.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                state["device_"] = torch.device("cpu")
-        super().__setstate__(state)
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Validate the model and the inputs; the model is not trained.
@@ -345,87 +245,10 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
-        module = unwrap_model(self.model)
-        model_device, _ = module_device_dtype(module)
-        device = resolve_device(self.device)
-        if device is None or device == model_device:
-            self.module_ = module
-            self.device_ = model_device
-        else:
-            self.module_ = copy.deepcopy(module).to(device)
-            self.device_ = device
-        X, sample_shape = self._validate_input(X, reset=True)
-        if self.input_shape is not None:
-            shape = tuple(self.input_shape)
-            if not shape or not all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
-                for v in shape
-            ):
-                raise ValueError(
-                    "input_shape must be a tuple of positive integers such as "
-                    f"(1, 28, 28); got {self.input_shape!r}."
-                )
-            shape = tuple(int(v) for v in shape)
-            if int(np.prod(shape)) != X.shape[1]:
-                raise ValueError(
-                    f"input_shape={shape} holds {int(np.prod(shape))} values but "
-                    f"each input in X has {X.shape[1]}."
-                )
-            if sample_shape is not None and sample_shape != shape:
-                raise ValueError(
-                    f"X has inputs of shape {sample_shape} but input_shape={shape}."
-                )
-            self.input_shape_ = shape
-        elif sample_shape is not None:
-            self.input_shape_ = sample_shape
-        else:
-            self.input_shape_ = (X.shape[1],)
-        self._check_model_output(X[:1])
+        self._fit_model(X)
         rng = check_random_state(self.random_state)
         self._noise_seed = int(rng.randint(np.iinfo(np.int32).max))
         return self
-
-    def _check_model_output(self, X_one):
-        """One forward pass, so that a model/input mismatch fails here, clearly."""
-        _, dtype = module_device_dtype(self.module_)
-        probe = torch.tensor(X_one, dtype=dtype, device=self.device_)
-        try:
-            with torch.no_grad(), eval_mode(self.module_):
-                logits = self.module_(probe.reshape(-1, *self.input_shape_))
-        except Exception as exc:
-            raise ValueError(
-                f"model failed on inputs of shape {self.input_shape_} "
-                f"({type(exc).__name__}: {exc}). Pass X as (n_samples, C, H, W) "
-                "or set input_shape to the shape one input has for the model."
-            ) from exc
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            raise ValueError(
-                "model must return logits of shape (n_samples, n_classes); got "
-                f"{getattr(logits, 'shape', type(logits).__name__)}."
-            )
-
-    def _validate_input(self, X, *, reset):
-        """Flatten (n, *shape) inputs and validate them as a 2-D float32 array.
-
-        Returns the validated array and the shape of one input (None for 2-D X).
-        """
-        sample_shape = None
-        if isinstance(X, (list, tuple)):
-            X = np.asarray(X)
-        if getattr(X, "ndim", 2) > 2:
-            X = np.asarray(X)
-            sample_shape = tuple(int(s) for s in X.shape[1:])
-            X = X.reshape(X.shape[0], int(np.prod(sample_shape)))
-        # float64 values beyond float32's range become inf in the cast, which
-        # validate_data then names; numpy's own cast warning adds nothing.
-        with np.errstate(over="ignore", invalid="ignore"):
-            X = validate_data(self, X, dtype=np.float32, order="C", reset=reset)
-        if not reset and sample_shape is not None and sample_shape != self.input_shape_:
-            raise ValueError(
-                f"X has inputs of shape {sample_shape}, but {type(self).__name__} "
-                f"was fitted on inputs of shape {self.input_shape_}."
-            )
-        return X, sample_shape
 
     @property
     def _channels_first(self):
@@ -473,25 +296,25 @@ class ExplanationTransformer(TransformerMixin, BaseEstimator):
         """Maps of validated 2-D inputs, batch by batch."""
         n_samples = X.shape[0]
         out = np.empty((n_samples, 1 + self._n_map_features()), dtype=np.float32)
-        _, dtype = module_device_dtype(self.module_)
         params = {
             **_DEFAULT_METHOD_PARAMS.get(self.method, {}),
             **(self.method_params or {}),
         }
-        starts = range(0, n_samples, self.batch_size)
+        batches = self._batches(X)
         if self.verbose:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="explaining", unit="batch")
+            batches = tqdm(
+                batches,
+                total=-(-n_samples // self.batch_size),
+                desc="explaining",
+                unit="batch",
+            )
         with eval_mode(self.module_), warnings.catch_warnings():
             # captum announces, on every call, the hooks it sets and removes.
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-            for start in starts:
-                stop = min(start + self.batch_size, n_samples)
-                # torch.tensor copies: read-only inputs stay untouched.
-                batch = torch.tensor(X[start:stop], dtype=dtype, device=self.device_)
-                batch = batch.reshape(stop - start, *self.input_shape_)
+            for start, stop, batch in batches:
                 batch.requires_grad_()
                 predicted, attr = self._attribute(batch, params)
                 finite = torch.isfinite(attr.flatten(1)).all(dim=1)

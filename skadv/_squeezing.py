@@ -9,9 +9,9 @@ from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
 from skadv._torch_utils import eval_mode, module_device_dtype
 from skadv._validation import check_detection_labels
-from skadv._views import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
 
 
 def reduce_bit_depth(X, bit_depth):

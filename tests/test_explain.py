@@ -309,10 +309,10 @@ def test_cuda_models_are_pickled_to_load_on_a_cpu(model, X, monkeypatch):
     # that maps it to the CPU on load.
     import pickle
 
-    import skadv._explain as explain
+    import skadv._frozen_model as frozen_model
 
     t = ExplanationTransformer(model).fit(X)
-    monkeypatch.setattr(explain, "on_cuda", lambda module: True)
+    monkeypatch.setattr(frozen_model, "on_cuda", lambda module: True)
     blob = pickle.dumps(t)
     with pytest.warns(UserWarning, match="model was loaded on the CPU"):
         loaded = pickle.loads(blob)
