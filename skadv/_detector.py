@@ -2,6 +2,7 @@
 
 import contextlib
 import inspect
+import math
 import numbers
 import threading
 
@@ -94,6 +95,35 @@ def _fit_reconstructor(template, X, seed, device, verbose, X_digest=None):
     return _train(_make_reconstructor(template, X.shape[1], seed, device, verbose), X)
 
 
+def _thresholds(errors, contamination, shared=None):
+    """Each autoencoder's offset from its benign calibration errors.
+
+    The ``contamination`` quantile of a class's own rows, when it has enough
+    of them for a quantile: at least ``2 / contamination`` (two rows expected
+    above the threshold). A class with fewer rows shares the tail of all
+    classes: its errors are divided by their median, the ratios of every
+    class (not the shared autoencoder's, whose rows are everyone's) are
+    pooled, and the class's threshold is the pooled ``1 - contamination``
+    quantile of the ratios times its own median error. Returns the offsets
+    and which of them are pooled.
+    """
+    needed = math.ceil(2 / contamination - 1e-9)
+    q = 100 * contamination
+    offsets = np.array([np.percentile(-e, q) for e in errors])
+    pooled = np.array([len(e) < needed for e in errors])
+    medians = np.array([np.median(e) for e in errors])
+    pool = [
+        e / m
+        for i, (e, m) in enumerate(zip(errors, medians, strict=True))
+        if i != shared and m > 0
+    ]
+    if not pooled.any() or not pool or sum(len(r) for r in pool) < needed:
+        return offsets, np.zeros(len(errors), dtype=bool)
+    ratio = np.percentile(np.concatenate(pool), 100 - q)
+    offsets[pooled] = -ratio * medians[pooled]
+    return offsets, pooled
+
+
 class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
     """Flag inputs whose explanation map its class's autoencoder cannot rebuild.
 
@@ -127,7 +157,12 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         Target false-positive rate on benign rows: each class's threshold
         ``offset_`` is the ``contamination`` quantile of its benign scores (on
         the rows held out by ``validation_fraction``, else on the training
-        rows). Changing it alone need not retrain anything (see ``memory``).
+        rows). A quantile needs rows: a class with fewer than ``2 /
+        contamination`` of them (40 at 0.05) shares the tail of all classes
+        instead (its errors divided by their median are pooled with every
+        other class's; its threshold is the pooled quantile times its own
+        median error; ``pooled_threshold_`` says which). Changing it alone
+        need not retrain anything (see ``memory``).
 
     class_column : int or None, default=0
         Column of ``X`` holding the predicted class (integer values), which
@@ -226,6 +261,10 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
     offset_ : ndarray of shape (n_reconstructors,)
         Threshold of each autoencoder on :meth:`score_samples`, aligned with
         ``reconstructors_``: ``decision_function = score_samples - offset_``.
+
+    pooled_threshold_ : ndarray of shape (n_reconstructors,), bool
+        Whether each threshold was set from the pooled rows of all classes
+        (its class had too few calibration rows; see ``contamination``).
 
     n_features_in_ : int
         Number of columns of ``X`` seen during fit.
@@ -447,12 +486,12 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
                 )
                 if len(rows):
                     calibration[i] = rows
-        q = 100 * self.contamination
-        self.offset_ = np.array(
-            [
-                np.percentile(-self._score(rows, np.full(len(rows), i)), q)
-                for i, rows in enumerate(calibration)
-            ]
+        errors = [
+            self._score(rows, np.full(len(rows), i))
+            for i, rows in enumerate(calibration)
+        ]
+        self.offset_, self.pooled_threshold_ = _thresholds(
+            errors, self.contamination, shared=self.fallback_index_
         )
         return self
 
@@ -547,6 +586,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         ]
         self.n_samples_seen_ = np.zeros(len(keep), dtype=np.int64)
         self.offset_ = np.full(len(keep), np.nan)
+        self.pooled_threshold_ = np.zeros(len(keep), dtype=bool)
         self._fitted_with = (self.metric, self.class_column, self.contrast)
 
     def _modules(self):
@@ -689,6 +729,29 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         >>> Xt.grad.shape
         torch.Size([3, 9])
         """
+        scores, route = self._torch_scores(Xt)
+        offsets = torch.as_tensor(self.offset_, dtype=torch.float64, device=Xt.device)
+        return -scores - offsets[route]
+
+    def torch_score_samples(self, Xt):
+        """:meth:`score_samples` of a torch tensor, differentiable in its maps.
+
+        See :meth:`torch_decision_function`; this is the score before the
+        class's threshold is subtracted.
+
+        Parameters
+        ----------
+        Xt : torch.Tensor of shape (n_samples, n_features)
+            Rows of explanation maps with the class column.
+
+        Returns
+        -------
+        scores : torch.Tensor of shape (n_samples,), float64
+            Higher for more benign rows.
+        """
+        return -self._torch_scores(Xt)[0]
+
+    def _torch_scores(self, Xt):
         check_is_fitted(self)
         self._check_fitted_with()
         column = self.class_column
@@ -701,9 +764,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             route = self._route(classes)
         route = route_to_tensor(route, maps)
         with self._modules_in_eval_mode():
-            scores = self._score_tensor(maps, route)
-        offsets = torch.as_tensor(self.offset_, dtype=torch.float64, device=maps.device)
-        return -scores - offsets[route]
+            return self._score_tensor(maps, route), route
 
     def _scores_and_route(self, X):
         maps, route = self._maps_and_route(X)

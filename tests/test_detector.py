@@ -553,19 +553,29 @@ def test_contrast_with_the_fallback_and_a_single_class(maps):
     )
 
 
-def test_validation_fraction_sets_thresholds_on_held_out_rows(maps):
+def _held_out(benign, det, fraction):
+    """The rows ``det`` held out (the seeds are drawn first, then the split)."""
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
 
-    benign, _ = maps
-    det = detector(validation_fraction=0.2, contamination=0.1).fit(benign)
-    # Reproduce the split: the seeds are drawn first, then the rows held out.
     rng = check_random_state(0)
     rng.randint(np.iinfo(np.int32).max, size=len(det.class_labels_) + 1)
     _, held = train_test_split(
-        np.arange(len(benign)), test_size=0.2, stratify=benign[:, 0], random_state=rng
+        np.arange(len(benign)),
+        test_size=fraction,
+        stratify=benign[:, 0],
+        random_state=rng,
     )
+    return held
+
+
+def test_validation_fraction_sets_thresholds_on_held_out_rows(maps):
+    benign, _ = maps
+    # 30 held-out rows per class: enough for a 10% quantile of its own.
+    det = detector(validation_fraction=0.5, contamination=0.1).fit(benign)
+    held = _held_out(benign, det, 0.5)
     assert det.n_samples_seen_.sum() == len(benign) - len(held)
+    assert not det.pooled_threshold_.any()
     scores = det.score_samples(benign[held])
     for i, c in enumerate(det.class_labels_):
         assert det.offset_[i] == pytest.approx(
@@ -573,6 +583,27 @@ def test_validation_fraction_sets_thresholds_on_held_out_rows(maps):
         )
     with pytest.raises(ValueError, match="needs at least 2 of them; got n_samples = 1"):
         detector(validation_fraction=0.2).fit(benign[:1])
+
+
+def test_classes_with_few_calibration_rows_share_the_tail(maps):
+    # 12 held-out rows per class are too few for a 10% quantile (20 needed):
+    # the errors scaled by each class's median are pooled across classes.
+    benign, _ = maps
+    det = detector(validation_fraction=0.2, contamination=0.1).fit(benign)
+    held = _held_out(benign, det, 0.2)
+    assert det.pooled_threshold_.all()
+    errors = det.reconstruction_error(benign[held])
+    classes = benign[held, 0]
+    medians = [np.median(errors[classes == c]) for c in det.class_labels_]
+    ratios = np.concatenate(
+        [
+            errors[classes == c] / m
+            for c, m in zip(det.class_labels_, medians, strict=True)
+        ]
+    )
+    np.testing.assert_allclose(
+        det.offset_, -np.percentile(ratios, 90) * np.array(medians), rtol=1e-6
+    )
 
 
 def test_validation_fraction_brings_new_benign_rows_near_the_target():
