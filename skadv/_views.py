@@ -5,10 +5,12 @@ A view writes the layout the detectors read: column 0 holds the model's
 predicted class (as float32), the other columns the view's features.
 """
 
+import numbers
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import (
     _check_feature_names_in,
     check_is_fitted,
@@ -185,6 +187,15 @@ class RawInputTransformer(BaseView):
         of ndim > 2 keep their own shape, flat inputs are passed to the model
         as they are.
 
+    bit_depth : int in [1, 16] or None, default=None
+        Write the input rounded to ``2 ** bit_depth`` levels in [0, 1] (the
+        model still sees the input itself). ``1`` binarises at 0.5: a small
+        L-infinity perturbation of a mostly black-and-white image (MNIST)
+        then changes only the few pixels near 0.5, so the detector sees
+        nearly the original image. For attacks, :meth:`torch_transform`
+        rounds in the forward pass and passes gradients straight through, so
+        an attacker is told about the rounding.
+
     batch_size : int, default=256
         Inputs per forward pass; bounds the memory used.
 
@@ -236,17 +247,49 @@ class RawInputTransformer(BaseView):
     True
     """
 
-    _parameter_constraints = dict(MODEL_PARAMETER_CONSTRAINTS)
+    _parameter_constraints = {
+        **MODEL_PARAMETER_CONSTRAINTS,
+        "bit_depth": [Interval(numbers.Integral, 1, 16, closed="both"), None],
+    }
     _feature_prefix = "input"
 
-    def __init__(self, model, *, input_shape=None, batch_size=256, device=None):
+    def __init__(
+        self, model, *, input_shape=None, bit_depth=None, batch_size=256, device=None
+    ):
         self.model = model
         self.input_shape = input_shape
+        self.bit_depth = bit_depth
         self.batch_size = batch_size
         self.device = device
 
     def _view_batch(self, batch, module):
-        return module(batch).argmax(dim=1), batch
+        predicted = module(batch).argmax(dim=1)
+        if self.bit_depth is None:
+            return predicted, batch
+        if batch.numel() and (batch.min() < 0 or batch.max() > 1):
+            raise ValueError(
+                f"bit_depth={self.bit_depth} rounds inputs in [0, 1], but X holds "
+                f"values in [{float(batch.min()):.4g}, {float(batch.max()):.4g}]: "
+                "scale the inputs to [0, 1] or use bit_depth=None."
+            )
+        return predicted, _StraightThroughRound.apply(batch, 2**self.bit_depth - 1)
+
+
+class _StraightThroughRound(torch.autograd.Function):
+    """Round to ``levels`` steps in [0, 1]; the gradient passes straight through.
+
+    The forward value is the exact rounded input (what the detector scores);
+    the backward pass is the identity, as an attacker told about the
+    rounding would differentiate it (BPDA, Athalye et al., ICML 2018).
+    """
+
+    @staticmethod
+    def forward(ctx, x, levels):
+        return torch.round(x * levels) / levels
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
 
 
 def _last_linear(module):

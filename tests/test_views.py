@@ -79,6 +79,29 @@ def test_raw_input_rows_are_prediction_then_input(digits):
     assert names[-1] == "input63" and len(names) == 65
 
 
+def test_raw_input_rounded_to_a_bit_depth(digits):
+    X = digits.X_test[:30]
+    view = RawInputTransformer(digits.net, bit_depth=1).fit(X)
+    Xt = view.transform(X)
+    np.testing.assert_array_equal(Xt[:, 0], digits.net.predict(X))
+    np.testing.assert_array_equal(Xt[:, 1:], np.round(X.reshape(30, 64)))
+    two_bits = RawInputTransformer(digits.net, bit_depth=2).fit_transform(X)
+    np.testing.assert_allclose(two_bits[:, 1:] * 3, np.round(two_bits[:, 1:] * 3))
+    # The torch path rounds the same way and passes gradients straight through.
+    x = torch.tensor(X, requires_grad=True)
+    out = view.torch_transform(x)
+    np.testing.assert_array_equal(out.detach().numpy(), Xt)
+    out[:, 1:].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones_like(X))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "bit_depth=1 rounds inputs in [0, 1], but X holds values in [0, 2]"
+        ),
+    ):
+        view.transform(X * 2)
+
+
 def test_flat_input_with_input_shape(digits):
     X = digits.X_test[:20]
     flat = X.reshape(20, 64)
