@@ -398,6 +398,57 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         """
         return self.p_value(X) - self.offset_
 
+    def torch_decision_function(self, X, *, module=None):
+        """:meth:`decision_function` of a torch tensor, for attacks.
+
+        The exact decision of ``combine="bonferroni"`` (``min(1, k * min_j
+        p_j) - contamination``) computed in torch from the members' own torch
+        scores (pipelines of a view with ``torch_transform`` and a detector
+        with ``torch_score_samples``). A conformal p-value counts calibration
+        scores, a step function of the member's score: its gradient is taken
+        through a smooth count (a sum of sigmoids of the distances to the
+        calibration scores) while the forward value stays exact, so an
+        attack steers by the member that flags the input most and is judged
+        by the real decision.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, ...)
+            Inputs, as the members' views take them.
+
+        module : torch.nn.Module, default=None
+            A stand-in for the members' model (e.g. a surrogate with the same
+            forward values) passed to each view's ``torch_transform``.
+
+        Returns
+        -------
+        decision : torch.Tensor of shape (n_samples,), float64
+            Negative for the rows flagged as adversarial.
+        """
+        check_is_fitted(self)
+        if self.combine != "bonferroni" or self.calibration_classes_ is not None:
+            raise ValueError(
+                "torch_decision_function needs combine='bonferroni' and "
+                f"class_column=None; this ensemble has combine={self.combine!r}, "
+                f"class_column={self.class_column!r}."
+            )
+        import torch
+
+        scores = torch.stack(
+            [_torch_member_scores(d, X, module) for d in self.detectors_], dim=1
+        )
+        cal = torch.as_tensor(
+            self.calibration_scores_, dtype=torch.float64, device=scores.device
+        )
+        n, k = cal.shape
+        exact = (cal[None] <= scores[:, None, :]).sum(dim=1).to(torch.float64)
+        spread = cal.std(dim=0).clamp_min(1e-12) / 10
+        smooth = torch.sigmoid((scores[:, None, :] - cal[None]) / spread).sum(dim=1)
+        counts = exact + (smooth - smooth.detach())
+        p = (1 + counts) / (n + 1)
+        combined = (k * p.min(dim=1).values).clamp(max=1.0)
+        return combined - self.offset_
+
     def predict(self, X):
         """Predict +1 for benign and -1 for adversarial rows (``p < contamination``).
 
@@ -423,6 +474,24 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         tags.input_tags.allow_nan = all(t.input_tags.allow_nan for t in members)
         tags.input_tags.sparse = all(t.input_tags.sparse for t in members)
         return tags
+
+
+def _torch_member_scores(member, X, module):
+    """A member pipeline's ``score_samples`` of a tensor, through its torch path."""
+    steps = getattr(member, "steps", None)
+    if (
+        steps is None
+        or len(steps) != 2
+        or not hasattr(steps[0][1], "torch_transform")
+        or not hasattr(steps[1][1], "torch_score_samples")
+    ):
+        raise TypeError(
+            "torch_decision_function needs members that are pipelines of a view "
+            "with torch_transform and a detector with torch_score_samples; got "
+            f"{type(member).__name__}."
+        )
+    view, final = steps[0][1], steps[1][1]
+    return final.torch_score_samples(view.torch_transform(X, module=module))
 
 
 def _is_drop(detector):

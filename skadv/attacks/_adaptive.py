@@ -125,24 +125,44 @@ def make_surrogate(module, surrogate="straight_through", beta=10.0):
 
 
 def _pipeline_parts(detector):
-    """The view (first step) and the detector (last step) of a fitted pipeline."""
+    """The view that runs the model, and the detector's differentiable decision.
+
+    A fitted pipeline of a view (``torch_transform``) and a detector
+    (``torch_decision_function``), or an ensemble with its own
+    ``torch_decision_function`` over raw inputs (its first member's view runs
+    the model). Returns ``(view, decide)`` with ``decide(x, module)`` the
+    decision of inputs ``x`` with ``module`` standing in for the model.
+    """
     steps = getattr(detector, "steps", None)
     if (
-        steps is None
-        or len(steps) != 2
-        or not hasattr(steps[0][1], "torch_transform")
-        or not hasattr(steps[1][1], "torch_decision_function")
+        steps is not None
+        and len(steps) == 2
+        and hasattr(steps[0][1], "torch_transform")
+        and hasattr(steps[1][1], "torch_decision_function")
     ):
-        raise TypeError(
-            "detector must be a fitted Pipeline of a view with torch_transform "
-            "(e.g. ExplanationTransformer) and a detector with "
-            "torch_decision_function (e.g. ExplanationReconstructionDetector); "
-            f"got {type(detector).__name__}."
-        )
-    view, final = steps[0][1], steps[1][1]
-    check_is_fitted(view)
-    check_is_fitted(final)
-    return view, final
+        view, final = steps[0][1], steps[1][1]
+        check_is_fitted(view)
+        check_is_fitted(final)
+
+        def decide(x, module):
+            return final.torch_decision_function(view.torch_transform(x, module=module))
+
+        return view, decide
+    if hasattr(detector, "torch_decision_function") and hasattr(detector, "detectors_"):
+        check_is_fitted(detector)
+        view = detector.detectors_[0].steps[0][1]
+
+        def decide(x, module):
+            return detector.torch_decision_function(x, module=module)
+
+        return view, decide
+    raise TypeError(
+        "detector must be a fitted Pipeline of a view with torch_transform "
+        "(e.g. ExplanationTransformer) and a detector with "
+        "torch_decision_function (e.g. ExplanationReconstructionDetector), or "
+        "an EnsembleDetector of such pipelines; got "
+        f"{type(detector).__name__}."
+    )
 
 
 def _predicted_classes(model, X, batch_size, device):
@@ -208,7 +228,7 @@ def _orthogonal(a, b):
     return (a2 - coef * b2).reshape(a.shape)
 
 
-def _attack_batch(x0, y, target, view, final, surrogate, options, generator):
+def _attack_batch(x0, y, target, decide, surrogate, options, generator):
     """Best iterate of each input of a batch and its level (2 evaded, 1 misled)."""
     eps, eps_step, max_iter = options["eps"], options["eps_step"], options["max_iter"]
     method, confidence = options["method"], options["confidence"]
@@ -249,9 +269,7 @@ def _attack_batch(x0, y, target, view, final, surrogate, options, generator):
                 loss = margin.clamp_min(-confidence).sum()
                 (direction,) = torch.autograd.grad(loss, xa)
             else:
-                decision = final.torch_decision_function(
-                    view.torch_transform(xa, module=surrogate)
-                )
+                decision = decide(xa, surrogate)
                 flagged_loss = -decision  # positive while flagged
                 if method == "weighted":
                     loss = margin.clamp_min(-confidence).sum() + options[
@@ -432,7 +450,7 @@ def make_adaptive_adversarial(
     >>> X_adv.shape, success.dtype, bool(np.abs(X_adv - X[:4]).max() <= 0.1 + 1e-6)
     ((4, 1, 8, 8), dtype('bool'), True)
     """
-    view, final = _pipeline_parts(detector)
+    view, decide = _pipeline_parts(detector)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}.")
     _check_positive("eps", eps)
@@ -504,7 +522,7 @@ def make_adaptive_adversarial(
                 else torch.tensor(target[start:stop], device=device)
             )
             best, _ = _attack_batch(
-                x0, y_batch, t_batch, view, final, stand_in, options, generator
+                x0, y_batch, t_batch, decide, stand_in, options, generator
             )
             out[start : start + len(x0)] = best.cpu().numpy()
     X_adv = out.reshape(shape)
