@@ -609,7 +609,10 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         results = []
         with torch.no_grad(), self._modules_in_eval_mode():
             for start in range(0, len(maps), _SCORING_CHUNK):
-                chunk = torch.as_tensor(maps[start : start + _SCORING_CHUNK])
+                chunk = maps[start : start + _SCORING_CHUNK]
+                if any(stride < 0 for stride in chunk.strides):
+                    chunk = chunk.copy()  # torch refuses negative strides
+                chunk = torch.as_tensor(chunk)
                 results.append(compute(chunk, route[start : start + _SCORING_CHUNK]))
         return results
 
