@@ -12,12 +12,17 @@ from sklearn.pipeline import make_pipeline
 
 from skadv._autoencoder import make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
+from skadv._ensemble import EnsembleDetector
 from skadv._explain import ExplanationTransformer
+from skadv._views import RawInputTransformer
 
 #: name -> settings. ``method`` and ``normalize`` go to the
-#: ExplanationTransformer; ``metric``, ``contrast`` and ``validation_fraction``
+#: ExplanationTransformer (``view="raw"``: a RawInputTransformer with
+#: ``bit_depth`` instead); ``metric``, ``contrast`` and ``validation_fraction``
 #: to the detector; ``hidden``, ``epochs``, ``batch_size`` and ``lr`` to its
-#: MLP autoencoders (:func:`~skadv.make_reconstructor`).
+#: MLP autoencoders (:func:`~skadv.make_reconstructor`). A preset with
+#: ``members`` is an EnsembleDetector of those presets (``combine``,
+#: ``calibration_size``).
 PRESETS = {
     "ko-lim-2021": {
         "description": "Ko & Lim (2021): saliency maps (percentile), one "
@@ -62,6 +67,31 @@ PRESETS = {
         "contrast": 0.0,
         "validation_fraction": 0.2,
     },
+    "binarized-pixels": {
+        "description": "the input itself binarised at 0.5 (RawInputTransformer, "
+        "bit_depth=1), one MLP autoencoder with 128 hidden units per predicted "
+        "class trained 30 epochs on 90% of the benign training images, "
+        "class-contrastive top-half L1 score (weight 0.5), thresholds from the "
+        "other 10%; for black-and-white images such as MNIST",
+        "view": "raw",
+        "bit_depth": 1,
+        "metric": "top_half_l1",
+        "hidden": 128,
+        "epochs": 30,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "contrast": 0.5,
+        "validation_fraction": 0.1,
+    },
+    "multiview": {
+        "description": "contrastive-h256 and binarized-pixels attacked as one: an "
+        "EnsembleDetector that flags an input when either member's conformal "
+        "p-value (on 10% of the benign training data held out from both) is "
+        "below contamination / 2 (Bonferroni); for MNIST-like data",
+        "members": ("contrastive-h256", "binarized-pixels"),
+        "combine": "bonferroni",
+        "calibration_size": 0.1,
+    },
 }
 
 
@@ -82,8 +112,9 @@ def list_presets():
     --------
     >>> from skadv import list_presets
     >>> presets = list_presets()
-    >>> list(presets)
-    ['ko-lim-2021', 'contrastive-h256', 'small-data']
+    >>> list(presets)  # doctest: +NORMALIZE_WHITESPACE
+    ['ko-lim-2021', 'contrastive-h256', 'small-data', 'binarized-pixels',
+     'multiview']
     >>> print(presets["ko-lim-2021"])
     Ko & Lim (2021): saliency maps (percentile), one 784-64-784 MLP autoencoder per predicted class, 10 epochs, top-half L1
     >>> for name, description in presets.items():  # doctest: +SKIP
@@ -156,14 +187,30 @@ def make_detector(
         96-98% evade it and the ROC AUC falls to 0.30-0.31 (plain PGD: 42%,
         0.82).
 
+    ``"binarized-pixels"``
+        Not explanations but the input itself, binarised at 0.5
+        (:class:`RawInputTransformer` with ``bit_depth=1``): one 128-unit MLP
+        autoencoder per predicted class (30 epochs, class-contrastive score,
+        thresholds on 10% held out). An L-infinity perturbation of a mostly
+        black-and-white image changes only the pixels near 0.5, so an
+        attacker must make the binarised image look like the class it
+        claims. Weak against small perturbations that ignore it (they barely
+        change the binarised image), hence the next preset.
+    ``"multiview"``
+        ``"contrastive-h256"`` and ``"binarized-pixels"`` together, an
+        :class:`EnsembleDetector` (Bonferroni: flagged when either member's
+        conformal p-value, calibrated on 10% of the benign training data, is
+        below ``contamination / 2``), attacked jointly by
+        :func:`skadv.attacks.adaptive_attack_suite`.
+
     :func:`list_presets` lists them with one-line descriptions.
 
     Parameters
     ----------
     model : torch.nn.Module or skorch.NeuralNetClassifier
         The trained classifier to guard (frozen).
-    preset : {"ko-lim-2021", "contrastive-h256", "small-data"}, \
-            default="ko-lim-2021"
+    preset : {"ko-lim-2021", "contrastive-h256", "small-data", \
+            "binarized-pixels", "multiview"}, default="ko-lim-2021"
         The configuration.
     contamination : float, default=0.05
         Target false-positive rate on benign training data.
@@ -181,8 +228,10 @@ def make_detector(
 
     Returns
     -------
-    pipeline : sklearn.pipeline.Pipeline
-        ``ExplanationTransformer``, then the detector.
+    detector : sklearn.pipeline.Pipeline or EnsembleDetector
+        A view (``ExplanationTransformer`` or ``RawInputTransformer``), then
+        the detector; an ``EnsembleDetector`` of such pipelines for
+        ``"multiview"``.
 
     See Also
     --------
@@ -206,6 +255,30 @@ def make_detector(
         raise ValueError(
             f"preset must be one of {sorted(PRESETS)}; got {preset!r}."
         ) from None
+    if "members" in p:
+        members = [
+            (
+                name,
+                make_detector(
+                    model,
+                    preset=name,
+                    contamination=contamination,
+                    input_shape=input_shape,
+                    memory=memory,
+                    device=device,
+                    random_state=random_state,
+                ),
+            )
+            for name in p["members"]
+        ]
+        return EnsembleDetector(
+            members,
+            combine=p["combine"],
+            contamination=contamination,
+            calibration_size=p["calibration_size"],
+            n_jobs=n_jobs,
+            random_state=random_state,
+        )
     detector = ExplanationReconstructionDetector(
         reconstructor=make_reconstructor(
             module__hidden=p["hidden"],
@@ -222,13 +295,16 @@ def make_detector(
         device=device,
         random_state=random_state,
     )
-    return make_pipeline(
-        ExplanationTransformer(
+    if p.get("view") == "raw":
+        view = RawInputTransformer(
+            model, input_shape=input_shape, bit_depth=p["bit_depth"], device=device
+        )
+    else:
+        view = ExplanationTransformer(
             model,
             method=p["method"],
             normalize=p["normalize"],
             input_shape=input_shape,
             device=device,
-        ),
-        detector,
-    )
+        )
+    return make_pipeline(view, detector)

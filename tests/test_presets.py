@@ -11,6 +11,7 @@ import skadv
 from skadv import (
     ExplanationReconstructionDetector,
     ExplanationTransformer,
+    RawInputTransformer,
     list_presets,
     make_detector,
 )
@@ -61,7 +62,13 @@ def test_the_small_data_preset(model):
 
 def test_list_presets_names_and_describes_every_preset():
     presets = list_presets()
-    assert list(presets) == ["ko-lim-2021", "contrastive-h256", "small-data"]
+    assert list(presets) == [
+        "ko-lim-2021",
+        "contrastive-h256",
+        "small-data",
+        "binarized-pixels",
+        "multiview",
+    ]
     assert presets == {name: p["description"] for name, p in PRESETS.items()}
     for description in presets.values():
         assert isinstance(description, str) and len(description) > 40
@@ -79,12 +86,24 @@ def test_the_registry_is_the_only_source(model):
     # Every setting of a preset reaches the estimators, so PRESETS alone
     # defines what make_detector builds.
     for name, p in PRESETS.items():
+        if "members" in p:
+            ensemble = make_detector(model, preset=name)
+            assert [n for n, _ in ensemble.detectors] == list(p["members"])
+            assert (ensemble.combine, ensemble.calibration_size) == (
+                p["combine"],
+                p["calibration_size"],
+            )
+            continue
         transformer, detector = make_detector(model, preset=name)
         net = detector.reconstructor.get_params()
-        assert (transformer.method, transformer.normalize) == (
-            p["method"],
-            p["normalize"],
-        )
+        if p.get("view") == "raw":
+            assert isinstance(transformer, RawInputTransformer)
+            assert transformer.bit_depth == p["bit_depth"]
+        else:
+            assert (transformer.method, transformer.normalize) == (
+                p["method"],
+                p["normalize"],
+            )
         assert (detector.metric, detector.contrast, detector.validation_fraction) == (
             p["metric"],
             p["contrast"],
@@ -118,7 +137,9 @@ def test_arguments_reach_the_estimators(model, tmp_path):
     )
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize(
+    "preset", sorted(name for name, p in PRESETS.items() if "members" not in p)
+)
 def test_presets_fit_and_clone(model, preset):
     X = np.random.default_rng(0).random((90, 1, 8, 8), dtype=np.float32)
     pipeline = make_detector(model, preset=preset, random_state=0)
@@ -129,12 +150,30 @@ def test_presets_fit_and_clone(model, preset):
     np.testing.assert_array_equal(clone(pipeline).fit(X).decision_function(X), scores)
 
 
+def test_multiview_preset_is_an_ensemble_of_presets(model):
+    X = np.random.default_rng(0).random((250, 1, 8, 8), dtype=np.float32)
+    ensemble = make_detector(model, preset="multiview", random_state=0)
+    for name in PRESETS["multiview"]["members"]:
+        key = "explanationreconstructiondetector__reconstructor__max_epochs"
+        ensemble.set_params(**{f"{name}__{key}": 3})
+    with pytest.raises(ValueError, match="bit_depth=1 rounds inputs in"):
+        ensemble.fit(X * 2)
+    scores = ensemble.fit(X).decision_function(X[:20])
+    assert scores.shape == (20,) and np.isfinite(scores).all()
+    assert [type(d[0]).__name__ for d in ensemble.detectors_] == [
+        "ExplanationTransformer",
+        "RawInputTransformer",
+    ]
+
+
 @pytest.mark.parametrize("preset", ["nope", None, 3])
 def test_unknown_preset(model, preset):
     with pytest.raises(
         ValueError,
-        match=r"^preset must be one of \['contrastive-h256', 'ko-lim-2021', "
-        r"'small-data'\]; got " + re.escape(repr(preset)) + r"\.$",
+        match=r"^preset must be one of \['binarized-pixels', 'contrastive-h256', "
+        r"'ko-lim-2021', 'multiview', 'small-data'\]; got "
+        + re.escape(repr(preset))
+        + r"\.$",
     ):
         make_detector(model, preset=preset)
 
