@@ -43,6 +43,30 @@ _DEFAULT_METHOD_PARAMS = {
 }
 
 
+# Activation modules, and those whose backward pass a method rewrites
+# (captum's GuidedBackprop: ReLU only; DeepLift: its list of non-linearities).
+_ACTIVATIONS = (
+    torch.nn.ReLU,
+    torch.nn.ReLU6,
+    torch.nn.LeakyReLU,
+    torch.nn.ELU,
+    torch.nn.SELU,
+    torch.nn.CELU,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    torch.nn.Mish,
+    torch.nn.Softplus,
+    torch.nn.Hardswish,
+    torch.nn.Hardsigmoid,
+    torch.nn.Sigmoid,
+    torch.nn.Tanh,
+)
+_METHOD_ACTIVATIONS = {
+    "guided_backprop": (torch.nn.ReLU,),
+    "deeplift": (torch.nn.ReLU, torch.nn.ELU, torch.nn.Sigmoid, torch.nn.Tanh),
+}
+
+
 class _PredictedClassLogit(torch.nn.Module):
     """The logit of the predicted class, as a scalar per input.
 
@@ -246,9 +270,48 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
             The fitted transformer.
         """
         self._fit_model(X)
+        self._check_method_assumptions()
         rng = check_random_state(self.random_state)
         self._noise_seed = int(rng.randint(np.iinfo(np.int32).max))
         return self
+
+    def _check_method_assumptions(self):
+        """Warn when captum's rules for ``method`` do not cover the model.
+
+        Guided backprop rewrites the backward pass of ``torch.nn.ReLU``
+        modules only, DeepLift has rules for a fixed set of modules: other
+        activations (GELU, SiLU, ReLUs called as functions...) fall back to
+        plain gradients without a word from captum.
+        """
+        handled = _METHOD_ACTIVATIONS.get(self.method)
+        if handled is None:
+            return
+        modules = list(self.module_.modules())
+        unhandled = sorted(
+            {
+                type(m).__name__
+                for m in modules
+                if isinstance(m, _ACTIVATIONS) and not isinstance(m, handled)
+            }
+        )
+        if unhandled:
+            warnings.warn(
+                f"method={self.method!r} has no rule for the model's "
+                f"{', '.join(unhandled)} activations: captum passes plain gradients "
+                "through them, so the maps are partly plain saliency. Use "
+                "method='saliency' or 'integrated_gradients' for such models.",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif not any(isinstance(m, handled) for m in modules):
+            warnings.warn(
+                f"method={self.method!r} rewrites the backward pass of "
+                f"{' and '.join(h.__name__ for h in handled)} modules, and the model "
+                "has none (are its ReLUs called as functions?): the maps are plain "
+                "gradients. Write the activations as torch.nn modules.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     @property
     def _channels_first(self):

@@ -211,6 +211,16 @@ class FrozenModelMixin:
         sample_shape = None
         if isinstance(X, (list, tuple)):
             X = np.asarray(X)
+        fitted_shape = tuple(getattr(self, "input_shape_", ()))
+        if (
+            not reset
+            and len(fitted_shape) > 1
+            and getattr(X, "shape", None) == (fitted_shape)
+        ):
+            raise ValueError(
+                f"X has shape {fitted_shape}, the shape of one input: add a batch "
+                "axis, X[None]."
+            )
         if getattr(X, "ndim", 2) > 2:
             X = np.asarray(X)
             sample_shape = tuple(int(s) for s in X.shape[1:])

@@ -338,3 +338,41 @@ def test_memory_caches_transform_on_the_model_weights(model, X, tmp_path):
     t.transform(X)
     assert len(calls) > 0
     handle.remove()
+
+
+@pytest.mark.parametrize("method", ["guided_backprop", "deeplift"])
+def test_methods_warn_when_their_rules_miss_the_models_activations(method, X):
+    gelu = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(128, 16),
+        torch.nn.GELU(),
+        torch.nn.Linear(16, 3),
+    )
+    with pytest.warns(
+        UserWarning,
+        match=f"method='{method}' has no rule for the model's GELU activations: "
+        "captum passes plain gradients through them",
+    ):
+        ExplanationTransformer(gelu, method=method).fit(X)
+
+    class FunctionalReLU(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(128, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(x.flatten(1)))
+
+    with pytest.warns(UserWarning, match="and the model has none"):
+        ExplanationTransformer(FunctionalReLU(), method=method).fit(X)
+
+
+def test_a_single_image_is_told_to_add_a_batch_axis(model, X):
+    transformer = ExplanationTransformer(model).fit(X)
+    with pytest.raises(
+        ValueError,
+        match=r"^X has shape \(2, 8, 8\), the shape of one input: add a batch axis, "
+        r"X\[None\]\.$",
+    ):
+        transformer.transform(X[0])
+    assert transformer.transform(X[0][None]).shape[0] == 1
