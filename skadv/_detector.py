@@ -628,13 +628,17 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         return np.concatenate([s.cpu().numpy() for s in scores])
 
     def _score_tensor(self, maps, route):
+        n_class = len(self.class_labels_)
         return reconstruction_scores(
             maps,
             route,
             self._modules(),
             metric=self.metric,
             contrast=self.contrast,
-            n_class=len(self.class_labels_),
+            n_class=n_class,
+            # Autoencoders that no row has trained yet (partial_fit) have
+            # nothing to compare with.
+            comparable=torch.as_tensor(self.n_samples_seen_[:n_class] > 0),
         )
 
     def _route(self, classes):

@@ -99,7 +99,9 @@ def reconstruct(module, maps):
     return out
 
 
-def reconstruction_scores(maps, route, modules, *, metric, contrast=0.0, n_class=0):
+def reconstruction_scores(
+    maps, route, modules, *, metric, contrast=0.0, n_class=0, comparable=None
+):
     """Each row's error under its autoencoder, times the class-contrastive factor.
 
     Parameters
@@ -118,6 +120,10 @@ def reconstruction_scores(maps, route, modules, *, metric, contrast=0.0, n_class
         ** contrast``; rows of the shared autoencoder compare with every class.
     n_class : int, default=0
         Number of per-class autoencoders at the head of ``modules``.
+    comparable : torch.Tensor of shape (n_class,), bool, default=None
+        Which per-class autoencoders may enter the contrast (e.g. not those
+        that have not been trained yet); None: all. A row with no comparable
+        other class keeps its plain error.
 
     Returns
     -------
@@ -153,10 +159,13 @@ def reconstruction_scores(maps, route, modules, *, metric, contrast=0.0, n_class
         error = reconstruction_error(rows, reconstruct(modules[index], rows), metric)
         scores = scores.index_put((shared,), error)
     mask = torch.nn.functional.one_hot(clamped, n_class).bool() & own_class[:, None]
+    if comparable is not None:
+        mask = mask | ~comparable.to(mask.device)[None, :]
     best_other = every.masked_fill(mask, float("inf")).amin(dim=1)
     log_ratio = (
         scores.clamp_min(_TINY_ERROR).log() - best_other.clamp_min(_TINY_ERROR).log()
     )
+    log_ratio = torch.where(torch.isfinite(best_other), log_ratio, 0.0)
     return scores * torch.exp((contrast * log_ratio).clamp(-700.0, 700.0))
 
 

@@ -627,3 +627,32 @@ def test_validation_fraction_brings_new_benign_rows_near_the_target():
     # Measured on 1,500 new benign rows: 0.134 in-sample, 0.073 held out.
     assert fpr[None] > 0.1
     assert fpr[0.3] < fpr[None] - 0.03
+
+
+def test_partial_fit_contrast_ignores_untrained_autoencoders(maps):
+    # Classes 0-2 announced, only 0 and 1 fed: class 2's untrained autoencoder
+    # must not enter the contrast (its errors are noise, not a comparison).
+    benign, _ = maps
+    rows = benign[benign[:, 0] < 2]
+    det = detector(contrast=0.5).partial_fit(rows, classes=[0, 1, 2])
+    assert det.n_samples_seen_.tolist() == [60, 60, 0]
+    errors = [
+        reconstruction_error(
+            torch.tensor(rows[:, 1:]),
+            torch.tensor(det._modules()[k](torch.tensor(rows[:, 1:])).detach().numpy()),
+        ).numpy()
+        for k in range(2)
+    ]
+    plain = np.where(rows[:, 0] == 0, errors[0], errors[1])
+    other = np.where(rows[:, 0] == 0, errors[1], errors[0])
+    np.testing.assert_allclose(
+        det.reconstruction_error(rows), plain * (plain / other) ** 0.5, rtol=1e-5
+    )
+    # With a single trained class there is nothing to compare: the plain error.
+    one = detector(contrast=0.5).partial_fit(rows[rows[:, 0] == 0], classes=[0, 1])
+    np.testing.assert_allclose(
+        one.reconstruction_error(rows[rows[:, 0] == 0]),
+        detector()
+        .partial_fit(rows[rows[:, 0] == 0], classes=[0, 1])
+        .reconstruction_error(rows[rows[:, 0] == 0]),
+    )
