@@ -165,18 +165,20 @@ def _pipeline_parts(detector):
     )
 
 
-def _predicted_classes(model, X, batch_size, device):
-    """The model's predicted class of each input, batch by batch."""
+def _logits(model, X, batch_size, device):
+    """The model's logits of each input, batch by batch, on the CPU."""
     with torch.no_grad(), eval_mode(model):
-        return np.concatenate(
+        return torch.cat(
             [
-                model(torch.tensor(X[s : s + batch_size], device=device))
-                .argmax(1)
-                .cpu()
-                .numpy()
+                model(torch.tensor(X[s : s + batch_size], device=device)).cpu()
                 for s in range(0, len(X), batch_size)
             ]
         )
+
+
+def _predicted_classes(model, X, batch_size, device):
+    """The model's predicted class of each input."""
+    return _logits(model, X, batch_size, device).argmax(1).numpy()
 
 
 def _check_positive(name, value, integer=False):
@@ -541,13 +543,7 @@ def _judge(detector, model, X_model, X_adv, y, batch_size, device):
 
 def _easiest_targets(model, X_model, y, k, batch_size, device):
     """The ``k`` most likely wrong classes of each input, most likely first."""
-    with torch.no_grad(), eval_mode(model):
-        logits = torch.cat(
-            [
-                model(torch.tensor(X_model[s : s + batch_size], device=device)).cpu()
-                for s in range(0, len(X_model), batch_size)
-            ]
-        )
+    logits = _logits(model, X_model, batch_size, device)
     logits[torch.arange(len(y)), torch.as_tensor(y)] = -math.inf
     return logits.argsort(dim=1, descending=True)[:, :k].numpy()
 
