@@ -377,6 +377,24 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         maps = np.delete(X, self.class_column, axis=1)
         return column.astype(np.int64), maps
 
+    def _benign_rows(self, X, y, *, reset):
+        """The steps ``fit`` and ``partial_fit`` share: validated benign rows.
+
+        Returns the rows, their classes (None without a class column) and maps.
+        """
+        X = self._validate(X, reset=reset)
+        if y is not None:
+            X = X[check_detection_labels(y, X.shape[0])]
+        if X.shape[0] == 0:
+            raise ValueError("y marks no row as benign (+1): nothing to learn from.")
+        classes, maps = self._split(X)
+        if classes is None and self.contrast > 0:
+            raise ValueError(
+                f"contrast={self.contrast!r} compares the classes' autoencoders and "
+                "needs a class column; got class_column=None. Use contrast=0."
+            )
+        return X, classes, maps
+
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Train one autoencoder per class on the benign rows and set thresholds.
@@ -396,17 +414,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         self : object
             The fitted detector.
         """
-        X = self._validate(X, reset=True)
-        if y is not None:
-            X = X[check_detection_labels(y, X.shape[0])]
-        if X.shape[0] == 0:
-            raise ValueError("y marks no row as benign (+1): nothing to learn from.")
-        classes, maps = self._split(X)
-        if classes is None and self.contrast > 0:
-            raise ValueError(
-                f"contrast={self.contrast!r} compares the classes' autoencoders and "
-                "needs a class column; got class_column=None. Use contrast=0."
-            )
+        X, classes, maps = self._benign_rows(X, y, reset=True)
         template = (
             make_reconstructor() if self.reconstructor is None else self.reconstructor
         )
@@ -495,6 +503,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         )
         return self
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def partial_fit(self, X, y=None, classes=None):
         """Train the autoencoders on one more batch of rows, for data streams.
 
@@ -526,16 +535,9 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
             The updated detector.
         """
         first = not hasattr(self, "reconstructors_")
-        if first:
-            self._validate_params()
-        else:
+        if not first:
             self._check_fitted_with()
-        X = self._validate(X, reset=first)
-        if y is not None:
-            X = X[check_detection_labels(y, X.shape[0])]
-        if X.shape[0] == 0:
-            raise ValueError("y marks no row as benign (+1): nothing to learn from.")
-        batch_classes, maps = self._split(X)
+        X, batch_classes, maps = self._benign_rows(X, y, reset=first)
         if first:
             self._start_stream(maps.shape[1], classes)
         route = (
