@@ -29,6 +29,7 @@ from skadv._detector_classifier import DetectorClassifier
 from skadv._ensemble import EnsembleDetector
 from skadv._explain import ExplanationTransformer
 from skadv._gaussian import ClassConditionalGaussianDetector
+from skadv._guarded import GuardedClassifier
 from skadv._persistence import load, save
 from skadv._presets import list_presets, make_detector
 from skadv._squeezing import FeatureSqueezingDetector
@@ -44,6 +45,7 @@ __all__ = [
     "ExplanationReconstructionDetector",
     "ExplanationTransformer",
     "FeatureSqueezingDetector",
+    "GuardedClassifier",
     "MLPAutoencoder",
     "RawInputTransformer",
     "__version__",
