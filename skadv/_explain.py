@@ -18,6 +18,7 @@ from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
 from skadv._scoring import normalize_attributions
 from skadv._torch_utils import (
     array_digest,
+    differentiable_attention,
     eval_mode,
     model_fingerprint,
     needs_key,
@@ -307,8 +308,9 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
             warnings.warn(
                 f"method={self.method!r} rewrites the backward pass of "
                 f"{' and '.join(h.__name__ for h in handled)} modules, and the model "
-                "has none (are its ReLUs called as functions?): the maps are plain "
-                "gradients. Write the activations as torch.nn modules.",
+                "has none: activations called as functions (torch.relu, F.gelu, "
+                "TransformerEncoderLayer(activation='gelu')) get plain gradients. "
+                "Write the activations as torch.nn modules.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -443,10 +445,11 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
         x = X.reshape(X.shape[0], *self.input_shape_)
         if not x.requires_grad:  # the map is a gradient: it needs one
             x = x.detach().requires_grad_()
-        logits = module(x)
-        predicted = logits.argmax(dim=1)
-        chosen = logits.gather(1, predicted[:, None]).sum()
-        (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
+        with eval_mode(module), differentiable_attention():
+            logits = module(x)
+            predicted = logits.argmax(dim=1)
+            chosen = logits.gather(1, predicted[:, None]).sum()
+            (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
         attr = grad * x if self.method == "input_x_gradient" else grad
         maps = normalize_attributions(attr, self.normalize, self._channels_first)
         return torch.cat([predicted[:, None].to(maps.dtype), maps], dim=1)

@@ -197,6 +197,16 @@ class FrozenModelMixin:
                 f"({type(exc).__name__}: {exc}). Pass X as (n_samples, C, H, W) "
                 "or set input_shape to the shape one input has for the model."
             ) from exc
+        if isinstance(logits, (tuple, list, dict)):
+            first = (
+                "[0]" if not isinstance(logits, dict) else f"[{next(iter(logits))!r}]"
+            )
+            raise ValueError(
+                "model must return a tensor of logits of shape (n_samples, "
+                f"n_classes); it returned a {type(logits).__name__} of "
+                f"{len(logits)} items. Wrap it in a module whose forward returns "
+                f"the logits only, e.g. `return model(x){first}`."
+            )
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ValueError(
                 "model must return logits of shape (n_samples, n_classes); got "

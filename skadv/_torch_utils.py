@@ -199,3 +199,16 @@ def unwrap_model(model):
         "model must be a torch.nn.Module returning logits or a fitted skorch "
         f"NeuralNetClassifier; got {type(model).__name__}."
     )
+
+
+def differentiable_attention():
+    """Context in which attention layers have second derivatives.
+
+    Attacks through an explanation differentiate the model twice; torch's
+    fused attention kernels (``scaled_dot_product_attention`` inside
+    ``MultiheadAttention``) have no double backward on the CPU, its math
+    implementation has.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)

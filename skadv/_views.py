@@ -18,6 +18,7 @@ from sklearn.utils.validation import (
 
 from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
 from skadv._torch_utils import (
+    differentiable_attention,
     eval_mode,
 )
 
@@ -128,7 +129,8 @@ class BaseView(FrozenModelMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         module = self.module_ if module is None else module
         x = X.reshape(X.shape[0], *self.input_shape_)
-        predicted, features = self._view_batch(x, module)
+        with eval_mode(module), differentiable_attention():
+            predicted, features = self._view_batch(x, module)
         features = features.flatten(1).float()
         return torch.cat([predicted[:, None].to(features.dtype), features], dim=1)
 

@@ -18,7 +18,6 @@ from architectures import (
     ARCHITECTURES,
     SMOOTH,
     dict_output,
-    tiny_vit,
     tiny_vit_functional_gelu,
     tuple_output,
 )
@@ -132,16 +131,8 @@ def test_torch_transform_equals_transform(case, method):
 
 
 @pytest.mark.parametrize("view", [ExplanationTransformer, ActivationTransformer])
-def test_torch_transform_of_a_model_in_train_mode(case, view, request):
-    if any(isinstance(m, TRAIN_MODE_LAYERS) for m in case.model.modules()):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="torch_transform runs module_ in whatever mode it is in: "
-                "batch statistics and dropout instead of transform's eval mode",
-            )
-        )
+def test_torch_transform_of_a_model_in_train_mode(case, view):
+    # torch_transform runs the model in eval mode, as transform does.
     X = case.X[:16]
     transformer = view(case.model).fit(X)
     Xt = transformer.torch_transform(torch.tensor(X)).detach().numpy()
@@ -163,18 +154,9 @@ def test_detector_pipeline_scores_as_its_torch_path(case, pipeline):
     )
 
 
-def test_adaptive_attack_stays_within_eps(case, pipeline, request):
-    if case.name in VISION_TRANSFORMERS:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=RuntimeError,
-                reason="derivative for "
-                "aten::_scaled_dot_product_flash_attention_for_cpu_backward is "
-                "not implemented: the attack's second-order gradient goes "
-                "through MultiheadAttention's fused attention",
-            )
-        )
+def test_adaptive_attack_stays_within_eps(case, pipeline):
+    # Vision transformers included: the second derivative goes through
+    # attention, which torch_transform computes with the math kernel.
     X = case.X[:4]
     flags = _flags(case.model)
     X_adv, success, evaded = make_adaptive_adversarial(
@@ -193,30 +175,6 @@ def _check_attack(case, pipeline, X, X_adv, success, evaded):
     predicted = _eval_logits(case.model, X_adv).argmax(1).numpy()
     np.testing.assert_array_equal(success, predicted != y)
     np.testing.assert_array_equal(evaded, success & (pipeline.predict(X_adv) == 1))
-
-
-def test_vision_transformer_attack_with_the_math_attention_kernel():
-    # The workaround until skadv picks the kernel itself: torch's math
-    # implementation of attention has second derivatives.
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    model = tiny_vit(SHAPES["colour"])
-    X = _inputs(SHAPES["colour"], 32)
-    case = Bunch(name="tiny_vit", shape=SHAPES["colour"], model=model, X=X)
-    pipeline = make_pipeline(
-        ExplanationTransformer(model),
-        ExplanationReconstructionDetector(
-            reconstructor=make_reconstructor(max_epochs=2),
-            min_class_size=1,
-            unseen_class="fallback",
-            random_state=0,
-        ),
-    ).fit(X)
-    with sdpa_kernel(SDPBackend.MATH):
-        X_adv, success, evaded = make_adaptive_adversarial(
-            pipeline, X[:4], eps=0.05, max_iter=3, random_state=0
-        )
-    _check_attack(case, pipeline, X[:4], X_adv, success, evaded)
 
 
 def test_surrogate_replaces_only_relu_modules(case):
@@ -261,17 +219,18 @@ def test_guided_backprop_says_which_activations_it_has_no_rule_for(case):
     assert np.isfinite(Xt).all()
 
 
-def test_guided_backprop_on_functional_gelu_points_at_relus():
+def test_guided_backprop_on_functional_gelu_names_functional_activations():
     # torch's TransformerEncoderLayer(activation="gelu") calls GELU as a
-    # function: no module to see, so the warning can only guess.
+    # function: there is no module to name.
     model = tiny_vit_functional_gelu(SHAPES["grey"])
     transformer = ExplanationTransformer(model, method="guided_backprop")
     with pytest.warns(UserWarning) as record:
         transformer.fit(_inputs(SHAPES["grey"], 4))
     assert [str(w.message) for w in record] == [
         "method='guided_backprop' rewrites the backward pass of ReLU modules, and "
-        "the model has none (are its ReLUs called as functions?): the maps are "
-        "plain gradients. Write the activations as torch.nn modules."
+        "the model has none: activations called as functions (torch.relu, F.gelu, "
+        "TransformerEncoderLayer(activation='gelu')) get plain gradients. Write "
+        "the activations as torch.nn modules."
     ]
 
 
@@ -318,8 +277,11 @@ def test_activation_view_is_the_input_of_the_last_linear(case):
 def test_models_returning_more_than_logits_are_refused(build, returned, view):
     model = build(SHAPES["grey"])
     X = _inputs(SHAPES["grey"], 4)
+    index = "[0]" if returned == "tuple" else "['logits']"
     message = (
-        f"model must return logits of shape (n_samples, n_classes); got {returned}."
+        "model must return a tensor of logits of shape (n_samples, n_classes); it "
+        f"returned a {returned} of 2 items. Wrap it in a module whose forward "
+        f"returns the logits only, e.g. `return model(x){index}`."
     )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         view(model).fit(X)
