@@ -409,8 +409,7 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : torch.Tensor of shape (n_samples, *input_shape_) or (n_samples, \
-                n_features)
+        X : torch.Tensor of shape (n_samples, C, H, W) or (n_samples, n_features)
             Inputs on ``device_``.
 
         module : torch.nn.Module, default=None

@@ -113,8 +113,7 @@ class BaseView(FrozenModelMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : torch.Tensor of shape (n_samples, *input_shape_) or \
-                (n_samples, n_features)
+        X : torch.Tensor of shape (n_samples, C, H, W) or (n_samples, n_features)
             Inputs.
 
         module : torch.nn.Module, default=None
@@ -194,7 +193,7 @@ class RawInputTransformer(BaseView):
         model still sees the input itself). ``1`` binarises at 0.5: a small
         L-infinity perturbation of a mostly black-and-white image (MNIST)
         then changes only the few pixels near 0.5, so the detector sees
-        nearly the original image. For attacks, :meth:`torch_transform`
+        nearly the original image. For attacks, ``torch_transform``
         rounds in the forward pass and passes gradients straight through, so
         an attacker is told about the rounding.
 
