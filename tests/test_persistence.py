@@ -1,5 +1,6 @@
 """Saving and loading detectors without pickle (skadv._persistence)."""
 
+import copy
 import hashlib
 import json
 import pickle
@@ -18,19 +19,23 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 from sklearn.ensemble import IsolationForest
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
 from skadv import (
     ConvAutoencoder,
+    EnsembleDetector,
     ExplanationReconstructionDetector,
     ExplanationTransformer,
+    GuardedClassifier,
     __version__,
     make_reconstructor,
 )
 from skadv._persistence import load, save
-from skadv.models import DigitsCNN
+from skadv.datasets import load_digits as skadv_load_digits
+from skadv.models import DigitsCNN, make_digits_classifier
 
 FAST = {"max_epochs": 5, "batch_size": 16}
 SCORES = ("decision_function", "score_samples", "reconstruction_error", "predict")
@@ -491,9 +496,10 @@ def test_save_needs_a_fitted_pipeline(digits, tmp_path):
 )
 def test_save_refuses_other_estimators(estimator, tmp_path):
     msg = (
-        "save stores a fitted ExplanationReconstructionDetector, or a fitted "
+        "save stores a fitted ExplanationReconstructionDetector, a fitted "
         "Pipeline of an ExplanationTransformer then an "
-        f"ExplanationReconstructionDetector; got {type(estimator).__name__}."
+        "ExplanationReconstructionDetector, or a fitted GuardedClassifier around "
+        f"such a Pipeline; got {type(estimator).__name__}."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         save(estimator, tmp_path / "other.skadv")
@@ -734,3 +740,158 @@ def test_contrastive_detector_with_held_out_thresholds_round_trips(maps, tmp_pat
     loaded = load(tmp_path / "contrastive.skadv")
     assert loaded.get_params()["contrast"] == 0.5
     assert_same_scores(loaded, original, np.vstack([benign, odd]))
+
+
+# --------------------------------------------------------------------------
+# Guards
+
+
+@pytest.fixture(scope="module")
+def guard_data():
+    X, y = skadv_load_digits(return_X_y=True)
+    model = make_digits_classifier(random_state=0, max_epochs=3).fit(X[:1000], y[:1000])
+    guard = GuardedClassifier(
+        model,
+        make_pipeline(
+            ExplanationTransformer(model, method="saliency"),
+            detector(reconstructor=make_reconstructor(max_epochs=3, batch_size=64)),
+        ),
+    ).fit(X[1000:1500])
+    return model, guard, X[1500:]
+
+
+def assert_same_guard(loaded, guard, X):
+    for method in ("predict", "predict_proba", "detector_score"):
+        got, expected = getattr(loaded, method)(X), getattr(guard, method)(X)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_guard_round_trip_is_bit_identical(guard_data, tmp_path):
+    model, guard, X = guard_data
+    save(guard, tmp_path / "guard.skadv")
+    loaded = load(tmp_path / "guard.skadv", model=model)
+    assert type(loaded) is GuardedClassifier
+    assert_same_guard(loaded, guard, X)
+    # The test rows hold a few rejects, so predict's two paths are both read.
+    assert 0 < np.mean(loaded.predict(X) == -1) < 0.5
+    assert loaded.model is model and loaded.module_ is model.module_
+    assert loaded.detector is loaded.detector_
+    assert loaded.detector_[0].model is model
+    assert loaded.shares_forward_pass_ and loaded._view is loaded.detector_[0]
+    np.testing.assert_array_equal(loaded.classes_, np.arange(10))
+    assert loaded.input_shape_ == (1, 8, 8) and loaded.n_features_in_ == 64
+    params = {k: v for k, v in guard.get_params().items() if k != "detector"}
+    assert {k: v for k, v in loaded.get_params().items() if k != "detector"} == params
+    labels, proba, scores = loaded.predict_with_scores(X[:50])
+    np.testing.assert_array_equal(labels, guard.predict(X[:50]))
+    np.testing.assert_array_equal(scores, guard.detector_score(X[:50]))
+
+
+def test_guard_with_frozen_detector_and_named_classes_round_trips(guard_data, tmp_path):
+    model, fitted, X = guard_data
+    names = np.array([f"digit {i}" for i in range(10)])
+    guard = GuardedClassifier(
+        model,
+        FrozenEstimator(fitted.detector_),
+        classes=names,
+        reject_label="rejected",
+        batch_size=100,
+    ).fit(X[:10])
+    save(guard, tmp_path / "frozen.skadv")
+    loaded = load(tmp_path / "frozen.skadv", model=model)
+    assert type(loaded.detector_) is FrozenEstimator
+    assert loaded.batch_size == 100 and loaded.reject_label == "rejected"
+    np.testing.assert_array_equal(loaded.classes, names)
+    assert_same_guard(loaded, guard, X)
+    assert "rejected" in set(loaded.predict(X))
+
+
+def test_guard_file_needs_the_model(guard_data, tmp_path):
+    _, guard, _ = guard_data
+    path = tmp_path / "guard.skadv"
+    save(guard, path)
+    msg = (
+        f"{path} holds a GuardedClassifier, which serves your torch classifier, "
+        "whose weights a skadv file does not store: pass the trained classifier: "
+        "load(path, model=model)."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path)
+
+
+def test_another_model_at_guard_load_time_is_flagged(guard_data, tmp_path):
+    _, guard, _ = guard_data
+    path = tmp_path / "guard.skadv"
+    save(guard, path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        other = DigitsCNN()
+    msg = (
+        f"The model passed to load differs from the one {path} was saved with "
+        "(the SHA-256 of its state_dict differs)"
+    )
+    with pytest.warns(UserWarning, match=re.escape(msg)) as record:
+        loaded = load(path, model=other)
+    assert len(record) == 1 and record[0].filename == __file__
+    assert loaded.module_ is other and loaded.detector_[0].module_ is other
+    wrong = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(10, 3))
+    with pytest.warns(UserWarning, match="The model passed to load differs"):
+        with pytest.raises(
+            ValueError, match=re.escape("model failed on inputs of shape (1, 8, 8)")
+        ):
+            load(path, model=wrong)
+
+
+def test_guard_around_an_unsupported_detector_is_refused(guard_data, tmp_path):
+    model, _, X = guard_data
+    ensemble = EnsembleDetector([("forest", IsolationForest(random_state=0))])
+    guard = GuardedClassifier(model, ensemble, input_shape=(1, 8, 8))
+    guard.fit(X.reshape(len(X), -1))
+    msg = (
+        "save stores a GuardedClassifier whose detector is a fitted Pipeline of an "
+        "ExplanationTransformer then an ExplanationReconstructionDetector (or such "
+        "a Pipeline in a FrozenEstimator); got a GuardedClassifier around "
+        "EnsembleDetector."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(guard, tmp_path / "ensemble.skadv")
+    assert not list(tmp_path.iterdir())
+
+
+def test_guard_whose_detector_explains_another_model_is_refused(guard_data, tmp_path):
+    model, fitted, X = guard_data
+    guard = GuardedClassifier(model.module_, fitted.detector_).fit(X[:10])
+    save(guard, tmp_path / "module.skadv")  # the net's own module: the same model
+    other = copy.deepcopy(model.module_)
+    guard = GuardedClassifier(other, fitted.detector_).fit(X[:10])
+    msg = (
+        "save stores a GuardedClassifier whose ExplanationTransformer explains "
+        "the guard's own model (load takes one model for both); this guard's "
+        "detector explains another model."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(guard, tmp_path / "other.skadv")
+
+
+def test_save_needs_a_fitted_guard(guard_data, tmp_path):
+    model, fitted, _ = guard_data
+    with pytest.raises(NotFittedError, match="GuardedClassifier instance is not"):
+        save(GuardedClassifier(model, fitted.detector_), tmp_path / "g.skadv")
+
+
+def test_a_forged_guard_description_is_refused(guard_data, tmp_path):
+    model, guard, _ = guard_data
+    path = tmp_path / "forged.skadv"
+    save(guard, path)
+
+    def forge(document):
+        document["estimator"]["fitted"]["shares_forward_pass_"] = False
+
+    rewrite(path, forge)
+    msg = (
+        f"{path} is not a valid skadv file: ValueError: shares_forward_pass_ does "
+        "not match the guard's detector"
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        load(path, model=model)

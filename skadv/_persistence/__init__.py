@@ -34,15 +34,21 @@ def save(estimator, path):
     autoencoders' weights. SHA-256 checksums of both are recorded in the JSON.
     The file is written to a temporary file first, then renamed into place.
 
-    The classifier inside an :class:`ExplanationTransformer` is not stored
-    (only a fingerprint of its weights): pass it back to :func:`load`.
+    The classifier inside an :class:`ExplanationTransformer` or a
+    :class:`GuardedClassifier` is not stored (only a fingerprint of its
+    weights): pass it back to :func:`load`.
 
     Parameters
     ----------
-    estimator : ExplanationReconstructionDetector or Pipeline
-        A fitted detector, or a fitted pipeline of an
+    estimator : ExplanationReconstructionDetector, Pipeline or GuardedClassifier
+        A fitted detector, a fitted pipeline of an
         :class:`ExplanationTransformer` then an
-        :class:`ExplanationReconstructionDetector`. Every parameter must be a
+        :class:`ExplanationReconstructionDetector`, or a fitted
+        :class:`GuardedClassifier` whose detector is such a pipeline (or such
+        a pipeline in a :class:`~sklearn.frozen.FrozenEstimator`) explaining
+        the guard's own model. The guard's ``detector`` is not stored apart
+        from ``detector_``: the loaded guard holds the fitted detector in
+        both, as a guard given a fitted detector does. Every parameter must be a
         JSON value (number, string, boolean, None, list, tuple, dict), except
         the reconstructors' module (one of skadv's autoencoders or a class
         registered at load time), loss (a ``torch.nn`` loss class) and
@@ -58,7 +64,8 @@ def save(estimator, path):
         If the estimator is not fitted.
 
     ValueError
-        If the estimator is of another type, or a parameter cannot be stored
+        If the estimator is of another type (or a guard's detector is), or a
+        parameter cannot be stored
         without pickle (callbacks, a random_state instance, a custom dataset):
         the message names the parameter. Use joblib for such estimators, and
         load those files only from sources you trust.
@@ -114,10 +121,12 @@ def load(path, *, model=None, modules=None):
 
     model : torch.nn.Module or skorch.NeuralNetClassifier, default=None
         The trained classifier of a saved pipeline's
-        :class:`ExplanationTransformer` (its weights are not in the file).
-        Required for pipeline files, refused for detector files. A
+        :class:`ExplanationTransformer` or of a saved
+        :class:`GuardedClassifier` (its weights are not in the file).
+        Required for pipeline and guard files, refused for detector files. A
         ``UserWarning`` says when its weights differ from those of the model
-        the pipeline was saved with.
+        the file was saved with; a model that fails on the saved input shape
+        is refused.
 
     modules : dict of str to type, default=None
         Reconstructor module classes other than skadv's own
@@ -127,19 +136,20 @@ def load(path, *, model=None, modules=None):
 
     Returns
     -------
-    estimator : ExplanationReconstructionDetector or Pipeline
-        The fitted detector or pipeline.
+    estimator : ExplanationReconstructionDetector, Pipeline or GuardedClassifier
+        The fitted detector, pipeline or guard.
 
     Raises
     ------
     ValueError
         If the file is not a skadv file, was written in a newer format
         version, fails its checksums (modified or corrupted), names a module
-        not in ``modules``, or if ``model`` is missing for a pipeline file.
+        not in ``modules``, or if ``model`` is missing for a pipeline or guard
+        file.
 
     See Also
     --------
-    save : Save a fitted detector or pipeline.
+    save : Save a fitted detector, pipeline or guard.
 
     Notes
     -----

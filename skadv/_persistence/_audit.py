@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from skadv._autoencoder import ConvAutoencoder, MLPAutoencoder
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._explain import ExplanationTransformer
+from skadv._guarded import GuardedClassifier
 from skadv._persistence._json_values import not_storable
 
 SKADV_MODULES = {"MLPAutoencoder": MLPAutoencoder, "ConvAutoencoder": ConvAutoencoder}
@@ -38,6 +39,8 @@ _ATTRIBUTE = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
 REBUILT_ATTRIBUTES = {
     ExplanationReconstructionDetector: {"reconstructors_"},
     ExplanationTransformer: {"module_", "device_"},
+    # The detector is described on its own; the view is found in it again.
+    GuardedClassifier: {"detector_", "_view", "module_", "device_"},
 }
 
 

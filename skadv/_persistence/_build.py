@@ -2,8 +2,8 @@
 
 Every estimator is rebuilt from skadv's classes: each reconstructor with
 :func:`make_reconstructor` from its stored parameters, then ``initialize()``
-and its stored weights (strictly); a pipeline's transformer around the
-caller's classifier. The reconstructor modules are checked against the audit
+and its stored weights (strictly); a pipeline's transformer, and a guard,
+around the caller's classifier. The reconstructor modules are checked against the audit
 before anything is built.
 """
 
@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from skorch.dataset import ValidSplit
@@ -20,6 +21,7 @@ from skorch.dataset import ValidSplit
 from skadv._autoencoder import make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._explain import ExplanationTransformer
+from skadv._guarded import GuardedClassifier
 from skadv._persistence._archive import WEIGHTS_NAME, weights_sha256
 from skadv._persistence._audit import (
     DEFAULT_CLASSES,
@@ -141,6 +143,18 @@ def _build_detector(description, tensors, modules, moved, prefix):
     return detector
 
 
+def _place_model(estimator, module):
+    """What fit does, without data: use the model where it is, or a copy on the
+    requested device."""
+    model_device, _ = module_device_dtype(module)
+    device = resolve_device(estimator.device)
+    if device is None or device == model_device:
+        estimator.module_, estimator.device_ = module, model_device
+    else:
+        estimator.module_ = copy.deepcopy(module).to(device)
+        estimator.device_ = device
+
+
 def _build_transformer(description, model, moved, path, prefix):
     """Rebuild a fitted transformer around the caller's model, without data."""
     with _reading(path):
@@ -163,19 +177,64 @@ def _build_transformer(description, model, moved, path, prefix):
             UserWarning,
             stacklevel=4,  # load's caller: load -> build -> here
         )
-    # What fit does, without data: use the model where it is, or a copy on the
-    # requested device.
-    model_device, _ = module_device_dtype(module)
-    device = resolve_device(transformer.device)
-    if device is None or device == model_device:
-        transformer.module_, transformer.device_ = module, model_device
-    else:
-        transformer.module_ = copy.deepcopy(module).to(device)
-        transformer.device_ = device
+    _place_model(transformer, module)
     # One forward pass, so that a model that does not take the saved input
     # shape fails now, with fit's message, rather than at predict time.
     transformer._check_model_output(np.zeros((1, n_features), dtype=np.float32))
     return transformer
+
+
+def _build_guard(description, detector, model, moved, path):
+    """Rebuild a fitted guard around the caller's model and its loaded detector.
+
+    The caller checked the model's fingerprint with the pipeline's transformer,
+    which explains the same model.
+    """
+    with _reading(path):
+        params = {k: from_json(v) for k, v in description["params"].items()}
+        params["device"] = _cpu_if_no_cuda(params.get("device"), moved, "device")
+        if description["detector"]["frozen"]:
+            detector = FrozenEstimator(detector)
+        guard = GuardedClassifier(model, detector, **params)
+        guard._validate_params()
+        _set_attributes(guard, description["fitted"])
+        guard.detector_ = detector
+        n_features = int(guard.n_features_in_)
+    _place_model(guard, unwrap_model(model))
+    guard._view = guard._find_view()
+    with _reading(path):
+        if guard.shares_forward_pass_ is not (guard._view is not None):
+            raise ValueError("shares_forward_pass_ does not match the guard's detector")
+    # As for the transformer: a model that does not take the saved input shape
+    # fails now, with fit's message.
+    guard._check_model_output(np.zeros((1, n_features), dtype=np.float32))
+    return guard
+
+
+def _read_kind(description):
+    """(pipeline step names or None, detector description, transformer
+    description or None, guard description or None) of a description."""
+    guard_description = None
+    if description["type"] == "GuardedClassifier":
+        guard_description = description
+        if not isinstance(description["detector"]["frozen"], bool):
+            raise ValueError("the guard's detector has no boolean 'frozen'")
+        description = description["detector"]["estimator"]
+        if description["type"] != "Pipeline":
+            raise ValueError("the guard's detector is not a Pipeline")
+    kind = description["type"]
+    if kind == "ExplanationReconstructionDetector":
+        return None, description, None, None
+    if kind != "Pipeline":
+        raise ValueError(f"unknown estimator type {kind!r}")
+    (t_step, d_step) = description["steps"]
+    t_description, d_description = t_step["estimator"], d_step["estimator"]
+    if t_description["type"] != "ExplanationTransformer":
+        raise ValueError("the first step is not an ExplanationTransformer")
+    if d_description["type"] != "ExplanationReconstructionDetector":
+        raise ValueError("the last step is not a detector")
+    step_names = (t_step["name"], d_step["name"])
+    return step_names, d_description, t_description, guard_description
 
 
 def build(document, tensors, *, model, modules, path):
@@ -185,19 +244,15 @@ def build(document, tensors, *, model, modules, path):
     """
     with _reading(path):
         description = document["estimator"]
-        kind = description["type"]
-        if kind == "ExplanationReconstructionDetector":
-            step_names, d_description = None, description
-        elif kind == "Pipeline":
-            (t_step, d_step) = description["steps"]
-            step_names = (t_step["name"], d_step["name"])
-            t_description, d_description = t_step["estimator"], d_step["estimator"]
-            if t_description["type"] != "ExplanationTransformer":
-                raise ValueError("the first step is not an ExplanationTransformer")
-            if d_description["type"] != "ExplanationReconstructionDetector":
-                raise ValueError("the last step is not a detector")
+        step_names, d_description, t_description, g_description = _read_kind(
+            description
+        )
+        if g_description is not None:
+            description = g_description["detector"]["estimator"]
+            frozen = g_description["detector"]["frozen"]
+            guard_prefix = "detector__estimator__" if frozen else "detector__"
         else:
-            raise ValueError(f"unknown estimator type {kind!r}")
+            guard_prefix = ""
         module_descriptions = [
             (str(m["name"]), bool(m["skadv"]), str(m["python"]))
             for m in (n["module"] for n in _net_descriptions(d_description))
@@ -209,6 +264,12 @@ def build(document, tensors, *, model, modules, path):
             f"{path} holds an ExplanationReconstructionDetector, which needs no "
             "model: model= is for pipeline files only."
         )
+    if g_description is not None and model is None:
+        raise ValueError(
+            f"{path} holds a GuardedClassifier, which serves your torch classifier, "
+            "whose weights a skadv file does not store: pass the trained "
+            "classifier: load(path, model=model)."
+        )
     if step_names is not None and model is None:
         raise ValueError(
             f"{path} holds a Pipeline whose ExplanationTransformer explains the "
@@ -217,7 +278,7 @@ def build(document, tensors, *, model, modules, path):
         )
 
     moved = []
-    prefix = "" if step_names is None else f"{step_names[1]}__"
+    prefix = "" if step_names is None else f"{guard_prefix}{step_names[1]}__"
     with _reading(path):
         detector = _build_detector(d_description, tensors, modules, moved, prefix)
         if tensors:
@@ -234,13 +295,15 @@ def build(document, tensors, *, model, modules, path):
         estimator = detector
     else:
         transformer = _build_transformer(
-            t_description, model, moved, path, f"{step_names[0]}__"
+            t_description, model, moved, path, f"{guard_prefix}{step_names[0]}__"
         )
         with _reading(path):
             estimator = Pipeline(
                 [(step_names[0], transformer), (step_names[1], detector)],
                 **pipeline_params,
             )
+    if g_description is not None:
+        estimator = _build_guard(g_description, estimator, model, moved, path)
     if moved:
         warnings.warn(
             f"{path} was saved for CUDA ({', '.join(moved)}) but CUDA is not "

@@ -4,10 +4,12 @@ A detector is described by its parameters, its fitted attributes and, for
 each reconstructor, the skorch parameters and the *name* of its module class;
 the reconstructors' weights go to the tensors. A pipeline adds its
 transformer's parameters, fitted attributes and the SHA-256 of its
-classifier's weights (the classifier itself is not stored).
+classifier's weights (the classifier itself is not stored). A guard adds its
+own parameters and fitted attributes around the description of its pipeline.
 """
 
 import torch
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetRegressor
@@ -15,6 +17,7 @@ from skorch.dataset import ValidSplit
 
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._explain import ExplanationTransformer
+from skadv._guarded import GuardedClassifier
 from skadv._persistence._archive import weights_sha256
 from skadv._persistence._audit import (
     DEFAULT_CLASSES,
@@ -26,9 +29,13 @@ from skadv._persistence._audit import (
 from skadv._persistence._json_values import not_storable, to_json
 from skadv._torch_utils import unwrap_model
 
+_PIPELINE = (
+    "a fitted Pipeline of an ExplanationTransformer then an "
+    "ExplanationReconstructionDetector"
+)
 _SUPPORTED = (
-    "save stores a fitted ExplanationReconstructionDetector, or a fitted Pipeline of "
-    "an ExplanationTransformer then an ExplanationReconstructionDetector"
+    f"save stores a fitted ExplanationReconstructionDetector, {_PIPELINE}, or a "
+    "fitted GuardedClassifier around such a Pipeline"
 )
 
 
@@ -142,23 +149,64 @@ def _is_supported_pipeline(estimator):
     )
 
 
-def describe(estimator):
-    """Return (description, tensors) of a supported fitted estimator."""
-    if type(estimator) is ExplanationReconstructionDetector:
-        return _describe_detector(estimator, "")
-    if not _is_supported_pipeline(estimator):
-        raise ValueError(f"{_SUPPORTED}; got {type(estimator).__name__}.")
-    (t_name, transformer), (d_name, detector) = estimator.steps
+def _describe_pipeline(pipeline, prefix):
+    """Return (description, tensors) of a supported fitted pipeline."""
+    (t_name, transformer), (d_name, detector) = pipeline.steps
     check_is_fitted(transformer)
     check_is_fitted(detector)
-    t_description = _describe_transformer(transformer, f"{t_name}__")
-    d_description, tensors = _describe_detector(detector, f"{d_name}__")
+    t_description = _describe_transformer(transformer, f"{prefix}{t_name}__")
+    d_description, tensors = _describe_detector(detector, f"{prefix}{d_name}__")
     description = {
         "type": "Pipeline",
-        "params": _describe_params(estimator, "", skip=("steps",)),
+        "params": _describe_params(pipeline, prefix, skip=("steps",)),
         "steps": [
             {"name": t_name, "estimator": t_description},
             {"name": d_name, "estimator": d_description},
         ],
     }
     return description, tensors
+
+
+def _describe_guard(guard):
+    """Return (description, tensors) of a fitted guard around a supported pipeline.
+
+    The guard's ``detector`` parameter is not stored apart from ``detector_``:
+    a loaded guard holds its fitted detector in both, as a guard given a
+    fitted detector does.
+    """
+    check_is_fitted(guard)
+    detector = guard.detector_
+    frozen = type(detector) is FrozenEstimator
+    pipeline = detector.estimator if frozen else detector
+    if not _is_supported_pipeline(pipeline):
+        raise ValueError(
+            f"save stores a GuardedClassifier whose detector is {_PIPELINE} (or "
+            "such a Pipeline in a FrozenEstimator); got a GuardedClassifier around "
+            f"{type(pipeline).__name__}."
+        )
+    if unwrap_model(pipeline.steps[0][1].model) is not unwrap_model(guard.model):
+        raise ValueError(
+            "save stores a GuardedClassifier whose ExplanationTransformer explains "
+            "the guard's own model (load takes one model for both); this guard's "
+            "detector explains another model."
+        )
+    prefix = "detector__estimator__" if frozen else "detector__"
+    p_description, tensors = _describe_pipeline(pipeline, prefix)
+    description = {
+        "type": "GuardedClassifier",
+        "params": _describe_params(guard, "", skip=("model", "detector")),
+        "fitted": _describe_attributes(guard, ""),
+        "detector": {"frozen": frozen, "estimator": p_description},
+    }
+    return description, tensors
+
+
+def describe(estimator):
+    """Return (description, tensors) of a supported fitted estimator."""
+    if type(estimator) is ExplanationReconstructionDetector:
+        return _describe_detector(estimator, "")
+    if type(estimator) is GuardedClassifier:
+        return _describe_guard(estimator)
+    if not _is_supported_pipeline(estimator):
+        raise ValueError(f"{_SUPPORTED}; got {type(estimator).__name__}.")
+    return _describe_pipeline(estimator, "")
