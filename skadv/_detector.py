@@ -609,12 +609,15 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         scoring time on large X) and draws a seed from torch's global generator.
         """
         results = []
+        param = next(self._modules()[0].parameters(), None)
+        device = "cpu" if param is None else param.device
         with torch.no_grad(), self._modules_in_eval_mode():
             for start in range(0, len(maps), _SCORING_CHUNK):
                 chunk = maps[start : start + _SCORING_CHUNK]
                 if any(stride < 0 for stride in chunk.strides):
                     chunk = chunk.copy()  # torch refuses negative strides
-                chunk = torch.as_tensor(chunk)
+                # On the autoencoders' device once, not once per autoencoder.
+                chunk = torch.as_tensor(chunk).to(device)
                 results.append(compute(chunk, route[start : start + _SCORING_CHUNK]))
         return results
 
