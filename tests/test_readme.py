@@ -1,32 +1,63 @@
-"""The README's examples run as written."""
+"""The README's examples run as written, and its figures are the result files'."""
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-def test_readme_examples_run(tmp_path, monkeypatch):
+def table_rows(text):
+    return [line for line in text.splitlines() if re.match(r"\| \S", line)]
+
+
+def test_readme_example_prints_the_demo_tables_numbers(capsys):
     pytest.importorskip("art")
-    monkeypatch.chdir(tmp_path)  # the example writes detector.joblib
-    example, attack, tune = python_blocks()
+    example, tune = python_blocks()
     namespace = {}
     exec(example, namespace)
-    assert (tmp_path / "detector.joblib").exists()
-    exec(attack, namespace)
-    auc = namespace["detection_roc_auc"](namespace["y_eval"], namespace["score"])
-    assert auc > 0.6  # PGD at eps 0.2, in-sample benign digits; measured 0.67
-    # The threshold recipe, on the example's own labelled set.
-    namespace.update(
-        X_calibration=namespace["X_eval"],
-        y_calibration=namespace["y_eval"],
-        X_new=namespace["X_eval"][:4],
+    printed = capsys.readouterr().out
+    row = next(
+        r
+        for r in json.loads((RESULTS / "demo.json").read_text())["rows"]
+        if (r["attack"], r["eps"]) == ("pgd", 0.2)
     )
+    expected = f"ROC AUC {row['roc_auc']:.3f}, TPR at 5% FPR {row['tpr_at_5_fpr']:.3f}"
+    assert printed.strip() == expected
+    assert f"# {expected}:" in example
+    # The threshold recipe, on the example's own calibration split.
     exec(tune, namespace)
-    assert set(namespace["tuned"].predict(namespace["X_new"])) <= {-1, 1}
+    assert set(namespace["tuned"].predict(namespace["X_test"][:5])) <= {-1, 1}
+
+
+def test_demo_table_is_the_demo_result_file():
+    rows = json.loads((RESULTS / "demo.json").read_text())["rows"]
+    expected = [
+        f"| {r['attack'].upper()} | {r['eps']:g} | {r['attack_success_rate']:.3f} "
+        f"| {r['roc_auc']:.3f} | {r['tpr_at_5_fpr']:.3f} "
+        f"| {r['calibrated_accuracy']:.3f} |"
+        for r in rows
+    ]
+    readme = README.read_text()
+    for line in expected:
+        assert line in readme
+
+
+def test_robustness_figures_come_from_the_benchmark():
+    # Every row of the README's robustness table is a row that
+    # benchmarks/bench_robustness.py wrote from its JSON results.
+    section = README.read_text().split("## Under attack by someone who knows")[1]
+    section = section.split("\n## ")[0]
+    rows = [r for r in table_rows(section) if "`" in r]
+    assert rows
+    generated = (RESULTS / "robustness-tables.md").read_text()
+    for row in rows:
+        assert row in generated
