@@ -30,7 +30,7 @@ from skadv._torch_utils import (
     torch_seed,
     torch_threads,
 )
-from skadv._validation import check_detection_labels
+from skadv._validation import check_detection_labels, split_class_column
 
 # Rows reconstructed per forward pass when scoring: large enough to amortise
 # the call, small enough to bound memory.
@@ -354,28 +354,9 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         if self.class_column is None:
             # torch warns on read-only arrays (every pandas>=3 DataFrame's).
             return None, X if X.flags.writeable else X.copy()
-        if self.class_column >= X.shape[1] or X.shape[1] < 2:
-            raise ValueError(
-                f"class_column={self.class_column} is out of range for X with "
-                f"{X.shape[1]} columns (one class column plus at least one map value)."
-            )
-        column = X[:, self.class_column]
-        if np.abs(column).max(initial=0) >= 2.0**63:
-            raise ValueError(
-                f"class_column={self.class_column} must hold integer class labels; "
-                f"found values beyond the int64 range such as "
-                f"{float(column[np.abs(column) >= 2.0**63][0])!r}."
-            )
-        if not np.array_equal(column, np.round(column)):
-            bad = float(column[column != np.round(column)][0])
-            raise ValueError(
-                f"class_column={self.class_column} must hold integer class labels "
-                f"(the predicted class that ExplanationTransformer writes in column "
-                f"0); found non-integer values such as {bad!r}. Pass "
-                "class_column=None to use a single autoencoder without a class column."
-            )
-        maps = np.delete(X, self.class_column, axis=1)
-        return column.astype(np.int64), maps
+        return split_class_column(
+            X, self.class_column, part="map value", single="use a single autoencoder"
+        )
 
     def _benign_rows(self, X, y, *, reset):
         """The steps ``fit`` and ``partial_fit`` share: validated benign rows.

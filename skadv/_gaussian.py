@@ -8,38 +8,11 @@ from sklearn.covariance import LedoitWolf
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skadv._validation import check_detection_labels
+from skadv._validation import check_detection_labels, split_class_column
 
 # Entries of the (rows x classes) distance matrix computed at once by
 # distance="closest": bounds its memory whatever the number of classes.
 _CHUNK_ENTRIES = 2**22
-
-
-def split_class_column(X, class_column, owner):
-    """Split validated rows into (integer class labels or None, features)."""
-    if class_column is None:
-        return None, X
-    if class_column >= X.shape[1] or X.shape[1] < 2:
-        raise ValueError(
-            f"class_column={class_column} is out of range for X with {X.shape[1]} "
-            "columns (one class column plus at least one feature)."
-        )
-    column = X[:, class_column]
-    if np.abs(column).max(initial=0) >= 2.0**63:
-        raise ValueError(
-            f"class_column={class_column} must hold integer class labels; found "
-            "values beyond the int64 range such as "
-            f"{float(column[np.abs(column) >= 2.0**63][0])!r}."
-        )
-    if not np.array_equal(column, np.round(column)):
-        bad = float(column[column != np.round(column)][0])
-        raise ValueError(
-            f"class_column={class_column} must hold integer class labels (the "
-            "predicted class that the views write in column 0); found non-integer "
-            f"values such as {bad!r}. Pass class_column=None to {owner} without a "
-            "class column."
-        )
-    return column.astype(np.int64), np.delete(X, class_column, axis=1)
 
 
 class ClassConditionalGaussianDetector(OutlierMixin, BaseEstimator):
@@ -175,7 +148,9 @@ class ClassConditionalGaussianDetector(OutlierMixin, BaseEstimator):
         self.class_column = class_column
 
     def _split(self, X):
-        return split_class_column(X, self.class_column, "model all rows as one class")
+        return split_class_column(
+            X, self.class_column, part="feature", single="model all rows as one class"
+        )
 
     def _fit_precision(self, centered):
         """The precision matrix of class-centred rows, from the estimator."""

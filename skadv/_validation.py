@@ -37,3 +37,36 @@ def check_detection_labels(y, n_samples=None, *, name="y"):
             "such as 0/1 are ambiguous and are not guessed: map them to +1/-1 first."
         )
     return numeric == 1
+
+
+def split_class_column(X, class_column, *, part, single):
+    """Split validated rows into (integer class labels or None, the other columns).
+
+    ``class_column`` holds the predicted class that the views write in column
+    0. ``part`` names one of the other values in messages (``"map value"``,
+    ``"feature"``); ``single`` says what ``class_column=None`` does instead
+    (``"use a single autoencoder"``).
+    """
+    if class_column is None:
+        return None, X
+    if class_column >= X.shape[1] or X.shape[1] < 2:
+        raise ValueError(
+            f"class_column={class_column} is out of range for X with {X.shape[1]} "
+            f"columns (one class column plus at least one {part})."
+        )
+    column = X[:, class_column]
+    if np.abs(column).max(initial=0) >= 2.0**63:
+        raise ValueError(
+            f"class_column={class_column} must hold integer class labels; found "
+            "values beyond the int64 range such as "
+            f"{float(column[np.abs(column) >= 2.0**63][0])!r}."
+        )
+    if not np.array_equal(column, np.round(column)):
+        bad = float(column[column != np.round(column)][0])
+        raise ValueError(
+            f"class_column={class_column} must hold integer class labels (the "
+            "predicted class that the views write in column 0); found non-integer "
+            f"values such as {bad!r}. Pass class_column=None to {single} without a "
+            "class column."
+        )
+    return column.astype(np.int64), np.delete(X, class_column, axis=1)
