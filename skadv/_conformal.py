@@ -475,6 +475,32 @@ def benign_rows(X, y):
     return rows
 
 
+def resolve_min_class_rows(min_class_rows, contamination):
+    """``min_class_rows``, or the fewest rows a p-value below contamination needs"""
+    if min_class_rows is None:
+        return min_calibration_rows(contamination)
+    return min_class_rows
+
+
+def calibration_groups(estimator, X, n):
+    """``(rows, calibration rows)`` pairs of a fitted calibrated estimator.
+
+    One pair per class with calibration rows of its own, one for the pooled
+    rest (with a warning); a single pair of everything without classes.
+    ``estimator`` has ``class_column``, ``calibration_classes_``,
+    ``calibration_scores_`` and ``min_class_rows_``.
+    """
+    if estimator.calibration_classes_ is None:
+        return [(np.arange(n), np.arange(len(estimator.calibration_scores_)))]
+    classes = predicted_classes(estimator.class_column, X)
+    warn_small_classes(
+        estimator.calibration_classes_, estimator.min_class_rows_, classes
+    )
+    return class_groups(
+        estimator.calibration_classes_, classes, estimator.min_class_rows_
+    )[0]
+
+
 def warn_small_classes(calibration_classes, min_class_rows, classes=None):
     """Warn about the classes whose p-values are pooled over every class.
 
@@ -679,10 +705,8 @@ class ConformalDetector(OutlierMixin, MetaEstimatorMixin, BaseEstimator):
         X = benign_rows(X, y)
         n = _num_samples(X)
         classes = predicted_classes(self.class_column, X)
-        self.min_class_rows_ = (
-            min_calibration_rows(self.contamination)
-            if self.min_class_rows is None
-            else self.min_class_rows
+        self.min_class_rows_ = resolve_min_class_rows(
+            self.min_class_rows, self.contamination
         )
         if isinstance(self.detector, FrozenEstimator):
             needed = min_calibration_rows(self.contamination)
@@ -734,15 +758,8 @@ class ConformalDetector(OutlierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         scores = _check_scores(self.detector_.score_samples(X), "The detector's scores")
-        if self.calibration_classes_ is None:
-            return _p_values(self.calibration_scores_, scores)
-        classes = predicted_classes(self.class_column, X)
-        warn_small_classes(self.calibration_classes_, self.min_class_rows_, classes)
-        groups, _ = class_groups(
-            self.calibration_classes_, classes, self.min_class_rows_
-        )
         p = np.empty(scores.shape, dtype=np.float64)
-        for rows, reference in groups:
+        for rows, reference in calibration_groups(self, X, len(scores)):
             p[rows] = _p_values(self.calibration_scores_[reference], scores[rows])
         return p
 

@@ -14,11 +14,11 @@ from sklearn.utils.validation import _num_samples, check_is_fitted
 from skadv._conformal import (
     COMBINE_METHODS,
     benign_rows,
-    class_groups,
+    calibration_groups,
     conformal_combined_p_values,
     conformal_p_values,
-    min_calibration_rows,
     predicted_classes,
+    resolve_min_class_rows,
     split_calibration,
     warn_small_classes,
 )
@@ -272,10 +272,8 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         kept = self._validate_detectors()
         X = benign_rows(X, y)
         classes = predicted_classes(self.class_column, X)
-        self.min_class_rows_ = (
-            min_calibration_rows(self.contamination)
-            if self.min_class_rows is None
-            else self.min_class_rows
+        self.min_class_rows_ = resolve_min_class_rows(
+            self.min_class_rows, self.contamination
         )
         rng = check_random_state(self.random_state)
         train, calibration = split_calibration(
@@ -314,14 +312,6 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
             raise ValueError(f"Detectors {names} returned NaN scores.")
         return scores
 
-    def _groups(self, X, n):
-        """(rows, calibration rows) pairs: one per class with its own calibration."""
-        if self.calibration_classes_ is None:
-            return [(np.arange(n), np.arange(len(self.calibration_scores_)))]
-        classes = predicted_classes(self.class_column, X)
-        warn_small_classes(self.calibration_classes_, self.min_class_rows_, classes)
-        return class_groups(self.calibration_classes_, classes, self.min_class_rows_)[0]
-
     def member_p_values(self, X):
         """Each member's conformal p-value of each row (small = adversarial).
 
@@ -338,7 +328,7 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         check_is_fitted(self)
         scores = self._member_scores(X)
         p = np.empty_like(scores)
-        for rows, reference in self._groups(X, len(scores)):
+        for rows, reference in calibration_groups(self, X, len(scores)):
             for j in range(scores.shape[1]):
                 p[rows, j] = conformal_p_values(
                     self.calibration_scores_[reference, j], scores[rows, j]
@@ -362,7 +352,7 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         check_is_fitted(self)
         scores = self._member_scores(X)
         p = np.empty(len(scores), dtype=np.float64)
-        for rows, reference in self._groups(X, len(scores)):
+        for rows, reference in calibration_groups(self, X, len(scores)):
             p[rows] = conformal_combined_p_values(
                 self.calibration_scores_[reference], scores[rows], self.combine
             )
