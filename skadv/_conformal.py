@@ -476,7 +476,7 @@ def benign_rows(X, y):
 
 
 def resolve_min_class_rows(min_class_rows, contamination):
-    """``min_class_rows``, or the fewest rows a p-value below contamination needs"""
+    """``min_class_rows``, else the rows a p-value below contamination needs."""
     if min_class_rows is None:
         return min_calibration_rows(contamination)
     return min_class_rows
