@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -15,22 +16,32 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load as safetensors_load
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from sklearn.covariance import OAS, EmpiricalCovariance
 from sklearn.datasets import load_digits
 from sklearn.ensemble import IsolationForest
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNetRegressor
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
 from skadv import (
+    ActivationTransformer,
+    ClassConditionalGaussianDetector,
+    ConformalDetector,
     ConvAutoencoder,
+    DetectorClassifier,
     EnsembleDetector,
     ExplanationReconstructionDetector,
     ExplanationTransformer,
+    FeatureSqueezingDetector,
     GuardedClassifier,
+    RawInputTransformer,
     __version__,
+    make_detector,
     make_reconstructor,
 )
 from skadv._persistence import load, save
@@ -194,10 +205,11 @@ def test_file_layout(fitted, saved):
         document = json.loads(archive.read("skadv.json"))
         tensors = safetensors_load(archive.read("weights.safetensors"))
     assert document["format"] == "skadv-detector"
-    assert document["format_version"] == 1
+    assert document["format_version"] == 2
     assert document["skadv_version"] == __version__
     estimator = document["estimator"]
     assert estimator["type"] == "ExplanationReconstructionDetector"
+    assert estimator["weights"] == ""  # the top estimator's tensors: no prefix
     assert estimator["params"]["contamination"] == 0.05
     assert estimator["params"]["reconstructor"]["module"]["name"] == "MLPAutoencoder"
     assert estimator["params"]["reconstructor"]["params"]["criterion"] == "MSELoss"
@@ -258,9 +270,9 @@ def test_pipeline_file_needs_the_model(pipeline, tmp_path):
     path = tmp_path / "pipeline.skadv"
     save(pipeline, path)
     msg = (
-        f"{path} holds a Pipeline whose ExplanationTransformer explains the "
-        "predictions of your torch classifier, whose weights a skadv file does not "
-        "store: pass the trained classifier: load(path, model=model)."
+        f"{path} holds a Pipeline whose ExplanationTransformer runs your torch "
+        "classifier; a skadv file does not store the classifier's weights: pass "
+        "the trained classifier: load(path, model=model)."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         load(path)
@@ -268,8 +280,8 @@ def test_pipeline_file_needs_the_model(pipeline, tmp_path):
 
 def test_detector_file_needs_no_model(saved, digits):
     msg = (
-        f"{saved} holds an ExplanationReconstructionDetector, which needs no "
-        "model: model= is for pipeline files only."
+        f"{saved} holds an ExplanationReconstructionDetector, which runs no "
+        "classifier: model= is for files of estimators that run one."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         load(saved, model=digits[0])
@@ -489,20 +501,15 @@ def test_save_needs_a_fitted_pipeline(digits, tmp_path):
         save(pipe, tmp_path / "unfitted.skadv")
 
 
-@pytest.mark.parametrize(
-    "estimator",
-    [IsolationForest(), make_pipeline(detector())],
-    ids=["IsolationForest", "Pipeline"],
-)
-def test_save_refuses_other_estimators(estimator, tmp_path):
+def test_save_refuses_other_estimators(tmp_path):
     msg = (
-        "save stores a fitted ExplanationReconstructionDetector, a fitted "
-        "Pipeline of an ExplanationTransformer then an "
-        "ExplanationReconstructionDetector, or a fitted GuardedClassifier around "
-        f"such a Pipeline; got {type(estimator).__name__}."
+        "save stores fitted skadv's estimators, scikit-learn's Pipeline and "
+        "FrozenEstimator of them, and the covariance estimators of "
+        "sklearn.covariance; got IsolationForest."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
-        save(estimator, tmp_path / "other.skadv")
+        save(IsolationForest().fit([[0.0], [1.0]]), tmp_path / "other.skadv")
+    assert not list(tmp_path.iterdir())
 
 
 class CountEpochs(Callback):
@@ -611,11 +618,11 @@ def test_a_newer_format_version_asks_for_an_upgrade(saved, tmp_path):
     path = tmp_path / "future.skadv"
     path.write_bytes(saved.read_bytes())
     rewrite(
-        path, lambda document: document.update(format_version=2, skadv_version="9.0")
+        path, lambda document: document.update(format_version=3, skadv_version="9.0")
     )
     msg = (
-        f"{path} was written by skadv 9.0 with format version 2; this skadv reads "
-        "format version 1: upgrade skadv."
+        f"{path} was written by skadv 9.0 with format version 3; this skadv reads "
+        "format version 2: upgrade skadv."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         load(path)
@@ -776,8 +783,11 @@ def test_guard_round_trip_is_bit_identical(guard_data, tmp_path):
     # The test rows hold a few rejects, so predict's two paths are both read.
     assert 0 < np.mean(loaded.predict(X) == -1) < 0.5
     assert loaded.model is model and loaded.module_ is model.module_
-    assert loaded.detector is loaded.detector_
-    assert loaded.detector_[0].model is model
+    # The unfitted detector it was given, and the clone it fitted, as saved.
+    assert loaded.detector is not loaded.detector_
+    with pytest.raises(NotFittedError):
+        check_is_fitted(loaded.detector)
+    assert loaded.detector[0].model is loaded.detector_[0].model is model
     assert loaded.shares_forward_pass_ and loaded._view is loaded.detector_[0]
     np.testing.assert_array_equal(loaded.classes_, np.arange(10))
     assert loaded.input_shape_ == (1, 8, 8) and loaded.n_features_in_ == 64
@@ -812,9 +822,9 @@ def test_guard_file_needs_the_model(guard_data, tmp_path):
     path = tmp_path / "guard.skadv"
     save(guard, path)
     msg = (
-        f"{path} holds a GuardedClassifier, which serves your torch classifier, "
-        "whose weights a skadv file does not store: pass the trained classifier: "
-        "load(path, model=model)."
+        f"{path} holds a GuardedClassifier, which runs your torch classifier; a "
+        "skadv file does not store the classifier's weights: pass the trained "
+        "classifier: load(path, model=model)."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         load(path)
@@ -843,16 +853,18 @@ def test_another_model_at_guard_load_time_is_flagged(guard_data, tmp_path):
             load(path, model=wrong)
 
 
-def test_guard_around_an_unsupported_detector_is_refused(guard_data, tmp_path):
+def test_an_estimator_of_another_library_inside_is_refused(guard_data, tmp_path):
     model, _, X = guard_data
     ensemble = EnsembleDetector([("forest", IsolationForest(random_state=0))])
     guard = GuardedClassifier(model, ensemble, input_shape=(1, 8, 8))
     guard.fit(X.reshape(len(X), -1))
+    # Named as set_params names it, so that the message says what to replace.
     msg = (
-        "save stores a GuardedClassifier whose detector is a fitted Pipeline of an "
-        "ExplanationTransformer then an ExplanationReconstructionDetector (or such "
-        "a Pipeline in a FrozenEstimator); got a GuardedClassifier around "
-        "EnsembleDetector."
+        "Cannot save parameter 'detector__forest' = IsolationForest(random_state=0): "
+        "a skadv file stores only skadv's estimators, scikit-learn's Pipeline and "
+        "FrozenEstimator of them, and the covariance estimators of "
+        "sklearn.covariance, so that loading it never runs code. Set "
+        "detector__forest to such a value, or save with joblib"
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         save(guard, tmp_path / "ensemble.skadv")
@@ -866,9 +878,9 @@ def test_guard_whose_detector_explains_another_model_is_refused(guard_data, tmp_
     other = copy.deepcopy(model.module_)
     guard = GuardedClassifier(other, fitted.detector_).fit(X[:10])
     msg = (
-        "save stores a GuardedClassifier whose ExplanationTransformer explains "
-        "the guard's own model (load takes one model for both); this guard's "
-        "detector explains another model."
+        "save stores estimators that all run one classifier (load takes one "
+        "model): the GuardedClassifier saved runs another model than "
+        "'detector__explanationtransformer'."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         save(guard, tmp_path / "other.skadv")
@@ -895,3 +907,354 @@ def test_a_forged_guard_description_is_refused(guard_data, tmp_path):
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         load(path, model=model)
+
+
+# --------------------------------------------------------------------------
+# Views, model-aware detectors, calibration, ensembles and presets
+
+TINY = {"max_epochs": 1, "batch_size": 64, "module__hidden": 8}
+OUTPUTS = (
+    "decision_function",
+    "score_samples",
+    "predict",
+    "p_value",
+    "member_p_values",
+    "predict_proba",
+    "detector_score",
+)
+
+
+def tiny_detector(**params):
+    return ExplanationReconstructionDetector(
+        reconstructor=make_reconstructor(**TINY), random_state=0, **params
+    )
+
+
+def activation_gaussian(model, **params):
+    return make_pipeline(
+        ActivationTransformer(model), ClassConditionalGaussianDetector(**params)
+    )
+
+
+def assert_same_outputs(loaded, original, X):
+    """Every output the original has, identical in values and dtype."""
+    compared = [m for m in OUTPUTS if hasattr(original, m)]
+    assert "predict" in compared
+    for method in compared:
+        got, expected = getattr(loaded, method)(X), getattr(original, method)(X)
+        assert got.dtype == expected.dtype, method
+        np.testing.assert_array_equal(got, expected, err_msg=method)
+    return compared
+
+
+def comparable(value):
+    """A parameter value comparable with ==: estimators and models by type,
+    skorch nets by their parameters."""
+    if isinstance(value, NeuralNetRegressor):
+        return net_params(value)
+    if hasattr(value, "get_params") or isinstance(value, torch.nn.Module):
+        return type(value).__name__
+    if isinstance(value, (list, tuple)):
+        return type(value)(comparable(v) for v in value)
+    return value
+
+
+def assert_same_params(loaded, original):
+    params = {k: comparable(v) for k, v in original.get_params().items()}
+    assert {k: comparable(v) for k, v in loaded.get_params().items()} == params
+
+
+def round_trip(estimator, path, model):
+    save(estimator, path)
+    return load(path, model=model)
+
+
+COMPOSITIONS = {
+    "raw-pixels": lambda model, X: make_pipeline(
+        RawInputTransformer(model, bit_depth=1), tiny_detector(contrast=0.5)
+    ),
+    "smoothgrad": lambda model, X: make_pipeline(
+        # Noise drawn from a seed fixed at fit: the seed must be stored too.
+        ExplanationTransformer(
+            model,
+            method="smoothgrad",
+            method_params={"nt_samples": 2},
+            random_state=0,
+        ),
+        tiny_detector(),
+    ),
+    "activations-oas": lambda model, X: make_pipeline(
+        ActivationTransformer(model, layer="fc1"),
+        ClassConditionalGaussianDetector(covariance_estimator=OAS()),
+    ),
+    "activations-per-class": lambda model, X: activation_gaussian(
+        model, covariance="per_class", distance="closest"
+    ),
+    "squeezing": lambda model, X: FeatureSqueezingDetector(model, median_size=3),
+    "conformal": lambda model, X: ConformalDetector(
+        activation_gaussian(model), random_state=0
+    ),
+    "conformal-frozen": lambda model, X: ConformalDetector(
+        FrozenEstimator(activation_gaussian(model).fit(X[:100]))
+    ),
+    "detector-classifier": lambda model, X: DetectorClassifier(
+        activation_gaussian(model)
+    ),
+}
+
+
+@pytest.mark.parametrize("make", COMPOSITIONS.values(), ids=COMPOSITIONS.keys())
+def test_views_and_detectors_round_trip(make, digits, tmp_path):
+    model, X = digits
+    original = make(model, X).fit(X[100:300])
+    loaded = round_trip(original, tmp_path / "estimator.skadv", model)
+    assert type(loaded) is type(original)
+    assert_same_outputs(loaded, original, X[300:400])
+    assert_same_params(loaded, original)
+
+
+def test_the_model_is_the_one_passed_everywhere(digits, tmp_path):
+    model, X = digits
+    original = ConformalDetector(
+        FrozenEstimator(activation_gaussian(model).fit(X[:100]))
+    ).fit(X[100:200])
+    loaded = round_trip(original, tmp_path / "conformal.skadv", model)
+    # A frozen detector is used as it is: still one object after loading.
+    assert loaded.detector_ is loaded.detector
+    view = loaded.detector_.estimator[0]
+    assert view.model is view.module_ is model
+    assert view.layer_ == "fc2" and view.n_features_in_ == 64
+
+
+@pytest.fixture(scope="module")
+def multiview(digits):
+    """make_detector's multiview preset, with tiny autoencoders.
+
+    At contamination 0.1 its 30 calibration rows can flag a row: with
+    Bonferroni's two members a p-value is at least 2 / 31.
+    """
+    model, X = digits
+    ensemble = make_detector(
+        model, preset="multiview", contamination=0.1, random_state=0
+    )
+    ensemble.set_params(
+        **{
+            f"{member}__explanationreconstructiondetector__reconstructor__{key}": value
+            for member in ("contrastive-h256", "binarized-pixels")
+            for key, value in TINY.items()
+        }
+    )
+    return ensemble.fit(X[:300])
+
+
+def test_multiview_preset_round_trip(multiview, digits, tmp_path):
+    model, X = digits
+    loaded = round_trip(multiview, tmp_path / "multiview.skadv", model)
+    assert type(loaded) is EnsembleDetector
+    assert_same_outputs(loaded, multiview, X[300:700])
+    assert 0 < np.mean(loaded.predict(X[300:700]) == -1) < 0.4  # both labels read
+    np.testing.assert_array_equal(
+        loaded.calibration_scores_, multiview.calibration_scores_
+    )
+    assert loaded.calibration_classes_ is None
+    assert loaded.min_class_rows_ == multiview.min_class_rows_ == 10
+    # The members by name: in order, the fitted members themselves.
+    assert list(loaded.named_detectors_) == ["contrastive-h256", "binarized-pixels"]
+    assert loaded.named_detectors_["binarized-pixels"] is loaded.detectors_[1]
+    assert loaded.detectors_[1][0].bit_depth == 1
+    assert all(member[0].module_ is model for member in loaded.detectors_)
+    # The members as given, unfitted, with their parameters.
+    assert_same_params(loaded, multiview)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(loaded.named_detectors["contrastive-h256"])
+
+
+@pytest.fixture(scope="module")
+def guarded_multiview(multiview, digits, tmp_path_factory):
+    model, X = digits
+    guard = GuardedClassifier(model, multiview).fit(X[:10])
+    path = tmp_path_factory.mktemp("guard") / "guard.skadv"
+    save(guard, path)
+    return guard, path
+
+
+def test_guard_around_an_ensemble_round_trips(guarded_multiview, digits):
+    model, X = digits
+    guard, path = guarded_multiview
+    loaded = load(path, model=model)
+    compared = assert_same_outputs(loaded, guard, X[300:700])
+    assert {"p_value", "detector_score", "predict_proba"} <= set(compared)
+    labels, proba, scores = loaded.predict_with_scores(X[300:400])
+    np.testing.assert_array_equal(labels, guard.predict(X[300:400]))
+    np.testing.assert_array_equal(scores, guard.p_value(X[300:400]))
+    # A fitted detector given to the guard is its detector_: one object again.
+    assert loaded.detector is loaded.detector_
+    assert loaded.shares_forward_pass_ is guard.shares_forward_pass_
+    assert loaded.module_ is model
+
+
+def test_nested_estimators_are_described_in_place(guarded_multiview):
+    _, path = guarded_multiview
+    with zipfile.ZipFile(path) as archive:
+        document = json.loads(archive.read("skadv.json"))
+        tensors = safetensors_load(archive.read("weights.safetensors"))
+    guard = document["estimator"]
+    assert guard["type"] == "GuardedClassifier"
+    assert guard["fitted"]["detector_"] == {"__estimator_ref__": "detector"}
+    ensemble = guard["params"]["detector"]["__estimator__"]
+    assert ensemble["type"] == "EnsembleDetector"
+    assert ensemble["params"]["combine"] == "bonferroni"
+    named = ensemble["fitted"]["named_detectors_"]["__bunch__"]
+    assert named == [
+        ["contrastive-h256", {"__estimator_ref__": "detector__detectors_[0]"}],
+        ["binarized-pixels", {"__estimator_ref__": "detector__detectors_[1]"}],
+    ]
+    pixels = ensemble["fitted"]["detectors_"][1]["__estimator__"]
+    view, detector = (
+        step["__tuple__"][1]["__estimator__"] for step in pixels["params"]["steps"]
+    )
+    assert view["type"] == "RawInputTransformer"
+    assert view["model_sha256"] == guard["model_sha256"]
+    prefix = "detector__detectors_[1]__explanationreconstructiondetector__"
+    assert detector["weights"] == prefix
+    assert f"{prefix}reconstructor.0.encoder.0.weight" in tensors
+    # The members as given are unfitted: parameters only, no weights.
+    template = ensemble["params"]["detectors"][0]["__tuple__"][1]["__estimator__"]
+    assert [
+        s["__tuple__"][1]["__estimator__"]["fitted"]
+        for s in template["params"]["steps"]
+    ] == [{}, {}]
+    assert len(tensors) == 2 * 10 * 4  # two members, ten classes, two layers each
+
+
+def test_guard_around_an_unfitted_ensemble_round_trips(digits, tmp_path):
+    model, X = digits
+    ensemble = EnsembleDetector(
+        [
+            ("squeezing", FeatureSqueezingDetector(model)),
+            ("dropped", "drop"),
+            ("activations", activation_gaussian(model)),
+        ],
+        combine="fisher",
+        random_state=0,
+    )
+    guard = GuardedClassifier(model, ensemble, reject_label=99).fit(X[:200])
+    loaded = round_trip(guard, tmp_path / "guard.skadv", model)
+    assert_same_outputs(loaded, guard, X[200:400])
+    assert loaded.detector.detectors[1] == ("dropped", "drop")
+    assert list(loaded.detector_.named_detectors_) == ["squeezing", "activations"]
+    assert loaded.detector_.detectors_[0].module_ is model
+
+
+def test_a_version_1_file_still_loads():
+    """A guard saved by the first format version (pipelines and guards laid out
+    apart): tests/data/persistence holds it, its model and what it returned."""
+    data = Path(__file__).parent / "data" / "persistence"
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 8),
+        torch.nn.Tanh(),
+        torch.nn.Linear(8, 3),
+    )
+    model.load_state_dict(load_file(data / "guard-v1-model.safetensors"))
+    expected = load_file(data / "guard-v1-expected.safetensors")
+    assert read_document(data / "guard-v1.skadv")["format_version"] == 1
+    loaded = load(data / "guard-v1.skadv", model=model)
+    X = expected["X"].numpy()
+    np.testing.assert_array_equal(loaded.predict(X), expected["predict"].numpy())
+    np.testing.assert_allclose(
+        loaded.detector_score(X), expected["detector_score"].numpy(), rtol=1e-6
+    )
+    # Version 1 stored the fitted detector only, as the guard's detector too.
+    assert loaded.detector is loaded.detector_ and loaded.shares_forward_pass_
+
+
+class MyCovariance(EmpiricalCovariance):
+    pass
+
+
+def test_what_stays_unsupported_is_named(digits, tmp_path):
+    model, X = digits
+    pipe = make_pipeline(
+        ActivationTransformer(model),
+        ClassConditionalGaussianDetector(covariance_estimator=MyCovariance()),
+    ).fit(X[:100])
+    msg = (
+        "Cannot save parameter 'classconditionalgaussiandetector__covariance_"
+        "estimator' = MyCovariance(): a skadv file stores only skadv's estimators, "
+        "scikit-learn's Pipeline and FrozenEstimator of them, and the covariance "
+        "estimators of sklearn.covariance, so that loading it never runs code."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(pipe, tmp_path / "covariance.skadv")
+
+    ensemble = EnsembleDetector(
+        [("gaussian", activation_gaussian(model))],
+        class_column=lambda X: np.zeros(len(X)),
+        min_class_rows=20,
+    ).fit(X[:200])
+    msg = "Cannot save parameter 'class_column' = <function "
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(ensemble, tmp_path / "callable.skadv")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        other = DigitsCNN().eval()
+    two_models = EnsembleDetector(
+        [("a", FeatureSqueezingDetector(model)), ("b", FeatureSqueezingDetector(other))]
+    ).fit(X[:200])
+    msg = (
+        "save stores estimators that all run one classifier (load takes one "
+        "model): 'b' runs another model than 'a'."
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        save(two_models, tmp_path / "two.skadv")
+    assert not list(tmp_path.iterdir())
+
+
+def forge_ensemble(document, edit):
+    edit(document["estimator"]["params"]["detector"]["__estimator__"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (
+            lambda d: d["estimator"]["fitted"].update(
+                detector_={"__estimator_ref__": "elsewhere"}
+            ),
+            "ValueError: detector_ refers to no estimator before it",
+        ),
+        (
+            lambda d: forge_ensemble(d, lambda e: e.update(type="IsolationForest")),
+            "ValueError: unknown estimator type 'IsolationForest'",
+        ),
+        (
+            lambda d: forge_ensemble(
+                d, lambda e: e["fitted"].update(p_value={"__tuple__": []})
+            ),
+            "ValueError: refusing to set attribute 'p_value'",
+        ),
+        (
+            lambda d: forge_ensemble(
+                d,
+                lambda e: e["fitted"]["detectors_"][0]["__estimator__"]["params"][
+                    "steps"
+                ][1]["__tuple__"][1]["__estimator__"].update(weights="elsewhere"),
+            ),
+            "ValueError: the weights of reconstructor 0 do not fit its module",
+        ),
+    ],
+    ids=["dangling-reference", "nested-type", "method", "weights"],
+)
+def test_a_forged_nested_description_is_refused(
+    guarded_multiview, digits, tmp_path, edit, error
+):
+    _, saved_path = guarded_multiview
+    path = tmp_path / "forged.skadv"
+    path.write_bytes(saved_path.read_bytes())
+    rewrite(path, edit)
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path} is not a valid skadv file: {error}")
+    ):
+        load(path, model=digits[0])

@@ -22,7 +22,9 @@ from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
 FORMAT_NAME = "skadv-detector"
-FORMAT_VERSION = 1
+# Version 2 nests estimators in their parameters and fitted attributes;
+# version 1 files (pipelines and guards laid out apart) are read too.
+FORMAT_VERSION = 2
 JSON_NAME = "skadv.json"
 WEIGHTS_NAME = "weights.safetensors"
 _CHECKSUM_FIELD = "sha256"

@@ -1,25 +1,63 @@
 """What a skadv file may name, and the checks that hold it to that.
 
-A file names classes, never code: reconstructor modules among skadv's own
-autoencoders or the classes the caller passes to ``load(modules=...)``, losses
-and optimizers by an attribute look-up in ``torch.nn`` and ``torch.optim``
-checked against a base class, and fitted attributes that are plain data.
-Saving stores a loss or optimizer only under a name that loading finds again.
+A file names classes, never code: estimators among skadv's own, scikit-learn's
+``Pipeline`` and ``FrozenEstimator`` and the covariance estimators of
+``sklearn.covariance``; reconstructor modules among skadv's own autoencoders
+or the classes the caller passes to ``load(modules=...)``; losses and
+optimizers by an attribute look-up in ``torch.nn`` and ``torch.optim`` checked
+against a base class; and fitted attributes that are plain data. Saving stores
+a class only under a name that loading finds again.
 """
 
 import re
 
+import sklearn.covariance
 import torch
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
 from skorch.dataset import Dataset as _SkorchDataset
 from torch.utils.data import DataLoader
 
 from skadv._autoencoder import ConvAutoencoder, MLPAutoencoder
+from skadv._conformal import ConformalDetector
 from skadv._detector import ExplanationReconstructionDetector
+from skadv._detector_classifier import DetectorClassifier
+from skadv._ensemble import EnsembleDetector
 from skadv._explain import ExplanationTransformer
+from skadv._frozen_model import FrozenModelMixin
+from skadv._gaussian import ClassConditionalGaussianDetector
 from skadv._guarded import GuardedClassifier
 from skadv._persistence._json_values import not_storable
+from skadv._squeezing import FeatureSqueezingDetector
+from skadv._views import ActivationTransformer, RawInputTransformer
 
 SKADV_MODULES = {"MLPAutoencoder": MLPAutoencoder, "ConvAutoencoder": ConvAutoencoder}
+
+# The estimators a file may name, by class name: every estimator skadv ships
+# and the scikit-learn compositions that hold them.
+ESTIMATORS = {
+    cls.__name__: cls
+    for cls in (
+        ActivationTransformer,
+        ClassConditionalGaussianDetector,
+        ConformalDetector,
+        DetectorClassifier,
+        EnsembleDetector,
+        ExplanationReconstructionDetector,
+        ExplanationTransformer,
+        FeatureSqueezingDetector,
+        GuardedClassifier,
+        RawInputTransformer,
+        FrozenEstimator,
+        Pipeline,
+    )
+}
+# ClassConditionalGaussianDetector's covariance_estimator: one of these.
+_COVARIANCE_BASE = sklearn.covariance.EmpiricalCovariance
+STORABLE_ESTIMATORS = (
+    "skadv's estimators, scikit-learn's Pipeline and FrozenEstimator of them, and "
+    "the covariance estimators of sklearn.covariance"
+)
 
 # Class-valued skorch parameters stored by name and resolved, on load, only by
 # an attribute look-up on these namespaces, checked against a base class.
@@ -35,13 +73,35 @@ DEFAULT_CLASSES = {
 }
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _ATTRIBUTE = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
-# Fitted attributes rebuilt on load rather than read from the file.
-REBUILT_ATTRIBUTES = {
-    ExplanationReconstructionDetector: {"reconstructors_"},
-    ExplanationTransformer: {"module_", "device_"},
-    # The detector is described on its own; the view is found in it again.
-    GuardedClassifier: {"detector_", "_view", "module_", "device_"},
-}
+
+
+def estimator_class(name):
+    """The estimator class a file names, or None when it may not name it."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        return None
+    if name in ESTIMATORS:
+        return ESTIMATORS[name]
+    cls = getattr(sklearn.covariance, name, None)
+    if isinstance(cls, type) and issubclass(cls, _COVARIANCE_BASE):
+        return cls
+    return None
+
+
+def runs_model(cls):
+    """Whether estimators of ``cls`` run the user's classifier (not stored)."""
+    return issubclass(cls, FrozenModelMixin)
+
+
+def rebuilt_attributes(cls):
+    """Fitted attributes rebuilt on load rather than read from the file."""
+    rebuilt = set()
+    if issubclass(cls, ExplanationReconstructionDetector):
+        rebuilt |= {"reconstructors_"}  # from the weights
+    if runs_model(cls):
+        rebuilt |= {"module_", "device_"}  # the model passed to load
+    if issubclass(cls, GuardedClassifier):
+        rebuilt |= {"_view"}  # found again in the loaded detector
+    return rebuilt
 
 
 # --------------------------------------------------------------------------
@@ -117,7 +177,7 @@ def check_attribute_name(estimator, name):
         not _ATTRIBUTE.fullmatch(name)
         or name.endswith("__")
         or name in estimator.get_params(deep=False)
-        or name in REBUILT_ATTRIBUTES[type(estimator)]
+        or name in rebuilt_attributes(type(estimator))
         or hasattr(type(estimator), name)
     ):
         raise ValueError(f"refusing to set attribute {name!r}")

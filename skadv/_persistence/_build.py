@@ -1,10 +1,13 @@
 """A JSON description and tensors back to fitted estimators.
 
-Every estimator is rebuilt from skadv's classes: each reconstructor with
-:func:`make_reconstructor` from its stored parameters, then ``initialize()``
-and its stored weights (strictly); a pipeline's transformer, and a guard,
-around the caller's classifier. The reconstructor modules are checked against the audit
-before anything is built.
+Every estimator is rebuilt, recursively, from the classes the audit allows:
+its parameters (with the estimators nested in them built first), then its
+fitted attributes; each reconstructor with :func:`make_reconstructor` from its
+stored parameters, then ``initialize()`` and its stored weights (strictly);
+every estimator that runs the classifier around the caller's one. Before
+anything is built, every estimator the file names is read: the reconstructor
+modules are checked against the audit, and the classifier is asked for when
+one of them runs it (and refused when none does).
 """
 
 import contextlib
@@ -13,14 +16,11 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.frozen import FrozenEstimator
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from skorch.dataset import ValidSplit
 
 from skadv._autoencoder import make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
-from skadv._explain import ExplanationTransformer
 from skadv._guarded import GuardedClassifier
 from skadv._persistence._archive import WEIGHTS_NAME, weights_sha256
 from skadv._persistence._audit import (
@@ -30,8 +30,10 @@ from skadv._persistence._audit import (
     check_attribute_name,
     check_module_allowed,
     class_from_name,
+    estimator_class,
+    runs_model,
 )
-from skadv._persistence._json_values import from_json
+from skadv._persistence._json_values import ESTIMATOR, ESTIMATOR_REF, from_json
 from skadv._torch_utils import module_device_dtype, resolve_device, unwrap_model
 
 
@@ -71,19 +73,6 @@ def _cpu_if_no_cuda(device, moved, name):
     return device
 
 
-def _set_attributes(estimator, attributes):
-    for name, value in attributes.items():
-        check_attribute_name(estimator, name)
-        setattr(estimator, name, from_json(value))
-
-
-def _net_descriptions(description):
-    """The descriptions of a detector's template and fitted reconstructors."""
-    template = description["params"]["reconstructor"]
-    nets = list(description["reconstructors"])
-    return nets if template is None else [template, *nets]
-
-
 def _build_net(description, modules, moved, name):
     module_name = description["module"]["name"]
     in_skadv = description["module"]["skadv"]
@@ -103,18 +92,11 @@ def _build_net(description, modules, moved, name):
     return make_reconstructor(module, **params)
 
 
-def _build_detector(description, tensors, modules, moved, prefix):
-    """Rebuild a fitted detector; the caller checked its modules are allowed."""
-    params = dict(description["params"])
-    template = params.pop("reconstructor")
-    if template is not None:
-        template = _build_net(template, modules, moved, f"{prefix}reconstructor__")
-    params = {k: from_json(v) for k, v in params.items()}
-    params["device"] = _cpu_if_no_cuda(params.get("device"), moved, f"{prefix}device")
-    detector = ExplanationReconstructionDetector(reconstructor=template, **params)
-    detector._validate_params()
-
+def _build_reconstructors(description, tensors, modules, moved, prefix):
+    """A fitted detector's reconstructors, with their stored weights; the
+    caller checked that their modules are allowed."""
     nets = []
+    head = description["weights"]
     for i, net_description in enumerate(description["reconstructors"]):
         net = _build_net(
             net_description, modules, moved, f"{prefix}reconstructors_[{i}]."
@@ -123,11 +105,9 @@ def _build_detector(description, tensors, modules, moved, prefix):
         # caller's torch generator where it was.
         with torch.random.fork_rng(devices=[]):
             net.initialize()
-        head = f"reconstructor.{i}."
+        key = f"{head}reconstructor.{i}."
         state = {
-            k[len(head) :]: tensors.pop(k)
-            for k in sorted(tensors)
-            if k.startswith(head)
+            k[len(key) :]: tensors.pop(k) for k in sorted(tensors) if k.startswith(key)
         }
         try:
             net.module_.load_state_dict(state, strict=True)
@@ -136,11 +116,7 @@ def _build_detector(description, tensors, modules, moved, prefix):
                 f"the weights of reconstructor {i} do not fit its module: {exc}"
             ) from exc
         nets.append(net)
-
-    _set_attributes(detector, description["fitted"])
-    detector.reconstructors_ = nets
-    check_is_fitted(detector)
-    return detector
+    return nets
 
 
 def _place_model(estimator, module):
@@ -155,86 +131,164 @@ def _place_model(estimator, module):
         estimator.device_ = device
 
 
-def _build_transformer(description, model, moved, path, prefix):
-    """Rebuild a fitted transformer around the caller's model, without data."""
-    with _reading(path):
-        params = {k: from_json(v) for k, v in description["params"].items()}
-        params["device"] = _cpu_if_no_cuda(
-            params.get("device"), moved, f"{prefix}device"
-        )
-        transformer = ExplanationTransformer(model, **params)
-        transformer._validate_params()
-        _set_attributes(transformer, description["fitted"])
-        saved_sha256 = description["model_sha256"]
-        n_features = int(transformer.n_features_in_)
+def _restore_model(estimator, module, path):
+    """Give a fitted estimator that runs the classifier the caller's one.
 
-    module = unwrap_model(model)
-    if weights_sha256(module) != saved_sha256:
-        warnings.warn(
-            f"The model passed to load differs from the one {path} was saved with "
-            "(the SHA-256 of its state_dict differs): the detector was calibrated "
-            "on the saved model's explanations and may not suit this model's.",
-            UserWarning,
-            stacklevel=4,  # load's caller: load -> build -> here
-        )
-    _place_model(transformer, module)
-    # One forward pass, so that a model that does not take the saved input
-    # shape fails now, with fit's message, rather than at predict time.
-    transformer._check_model_output(np.zeros((1, n_features), dtype=np.float32))
-    return transformer
-
-
-def _build_guard(description, detector, model, moved, path):
-    """Rebuild a fitted guard around the caller's model and its loaded detector.
-
-    The caller checked the model's fingerprint with the pipeline's transformer,
-    which explains the same model.
+    One forward pass, so that a model that does not take the saved input
+    shape fails now, with fit's message, rather than at predict time.
     """
+    _place_model(estimator, module)
+    if isinstance(estimator, GuardedClassifier):
+        estimator._view = estimator._find_view()
+        with _reading(path):
+            if estimator.shares_forward_pass_ is not (estimator._view is not None):
+                raise ValueError(
+                    "shares_forward_pass_ does not match the guard's detector"
+                )
     with _reading(path):
-        params = {k: from_json(v) for k, v in description["params"].items()}
-        params["device"] = _cpu_if_no_cuda(params.get("device"), moved, "device")
-        if description["detector"]["frozen"]:
-            detector = FrozenEstimator(detector)
-        guard = GuardedClassifier(model, detector, **params)
-        guard._validate_params()
-        _set_attributes(guard, description["fitted"])
-        guard.detector_ = detector
-        n_features = int(guard.n_features_in_)
-    _place_model(guard, unwrap_model(model))
-    guard._view = guard._find_view()
-    with _reading(path):
-        if guard.shares_forward_pass_ is not (guard._view is not None):
-            raise ValueError("shares_forward_pass_ does not match the guard's detector")
-    # As for the transformer: a model that does not take the saved input shape
-    # fails now, with fit's message.
-    guard._check_model_output(np.zeros((1, n_features), dtype=np.float32))
-    return guard
+        n_features = int(estimator.n_features_in_)
+    estimator._check_model_output(np.zeros((1, n_features), dtype=np.float32))
 
 
-def _read_kind(description):
-    """(pipeline step names or None, detector description, transformer
-    description or None, guard description or None) of a description."""
-    guard_description = None
-    if description["type"] == "GuardedClassifier":
-        guard_description = description
-        if not isinstance(description["detector"]["frozen"], bool):
+class _Builder:
+    """Builds a description and everything nested in it.
+
+    ``built`` maps the name of each nested estimator to the estimator, for
+    references to it; ``runs_model`` lists the fitted estimators that run the
+    classifier, given it once the whole tree is built.
+    """
+
+    def __init__(self, tensors, model, modules):
+        self.tensors = tensors
+        self.model = model
+        self.modules = modules
+        self.moved = []
+        self.built = {}
+        self.runs_model = []
+
+    def estimator(self, tag, payload, name):
+        if tag == ESTIMATOR_REF:
+            if payload not in self.built:
+                raise ValueError(f"{name} refers to no estimator before it")
+            return self.built[payload]
+        estimator = self.build(payload, f"{name}__")
+        self.built[name] = estimator
+        return estimator
+
+    def value(self, value, name, prefix):
+        return from_json(value, estimator=self.estimator, name=name, prefix=prefix)
+
+    def build(self, description, prefix):
+        cls = estimator_class(description["type"])
+        if cls is None:
+            raise ValueError(f"unknown estimator type {description['type']!r}")
+        params = {}
+        for key, value in sorted(description["params"].items()):
+            if key == "reconstructor" and cls is ExplanationReconstructionDetector:
+                params[key] = (
+                    None
+                    if value is None
+                    else _build_net(
+                        value, self.modules, self.moved, f"{prefix}reconstructor__"
+                    )
+                )
+            else:
+                params[key] = self.value(value, prefix + key, prefix)
+        if "device" in params:
+            params["device"] = _cpu_if_no_cuda(
+                params["device"], self.moved, f"{prefix}device"
+            )
+        if runs_model(cls):
+            params["model"] = self.model
+        estimator = cls(**params)
+        estimator._validate_params()
+        for key, value in sorted(description["fitted"].items()):
+            check_attribute_name(estimator, key)
+            setattr(estimator, key, self.value(value, prefix + key, prefix))
+        if "reconstructors" in description:
+            if cls is not ExplanationReconstructionDetector:
+                raise ValueError(f"a {cls.__name__} has no reconstructors")
+            estimator.reconstructors_ = _build_reconstructors(
+                description, self.tensors, self.modules, self.moved, prefix
+            )
+        if runs_model(cls) and "n_features_in_" in description["fitted"]:
+            self.runs_model.append(estimator)
+        return estimator
+
+
+def _walk(value):
+    """Every estimator description in a JSON value, outermost first."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+    elif isinstance(value, dict):
+        if list(value) == [ESTIMATOR]:
+            yield value[ESTIMATOR]
+            value = value[ESTIMATOR]
+        for item in value.values():
+            yield from _walk(item)
+
+
+def _upgrade_v1(description):
+    """A format-version-1 description in today's layout.
+
+    Version 1 held a pipeline's steps beside its parameters, a guard's detector
+    (its fitted one) beside its parameters with a ``frozen`` flag, and a
+    detector's weights without a prefix.
+    """
+    if description["type"] == "ExplanationReconstructionDetector":
+        description.setdefault("weights", "")
+    elif description["type"] == "Pipeline":
+        description["params"]["steps"] = [
+            {"__tuple__": [step["name"], {ESTIMATOR: _upgrade_v1(step["estimator"])}]}
+            for step in description.pop("steps")
+        ]
+        description.setdefault("fitted", {})
+    elif description["type"] == "GuardedClassifier":
+        detector = description.pop("detector")
+        if not isinstance(detector["frozen"], bool):
             raise ValueError("the guard's detector has no boolean 'frozen'")
-        description = description["detector"]["estimator"]
-        if description["type"] != "Pipeline":
-            raise ValueError("the guard's detector is not a Pipeline")
-    kind = description["type"]
-    if kind == "ExplanationReconstructionDetector":
-        return None, description, None, None
-    if kind != "Pipeline":
-        raise ValueError(f"unknown estimator type {kind!r}")
-    (t_step, d_step) = description["steps"]
-    t_description, d_description = t_step["estimator"], d_step["estimator"]
-    if t_description["type"] != "ExplanationTransformer":
-        raise ValueError("the first step is not an ExplanationTransformer")
-    if d_description["type"] != "ExplanationReconstructionDetector":
-        raise ValueError("the last step is not a detector")
-    step_names = (t_step["name"], d_step["name"])
-    return step_names, d_description, t_description, guard_description
+        inner = {ESTIMATOR: _upgrade_v1(detector["estimator"])}
+        # Version 1 checked the classifier of the guard's transformer only.
+        steps = inner[ESTIMATOR]["params"]["steps"]
+        transformer = steps[0]["__tuple__"][1][ESTIMATOR]
+        description["model_sha256"] = transformer["model_sha256"]
+        if detector["frozen"]:
+            frozen = {"type": "FrozenEstimator", "params": {"estimator": inner}}
+            inner = {ESTIMATOR: {**frozen, "fitted": {}}}
+        description["params"]["detector"] = inner
+        description["fitted"]["detector_"] = {ESTIMATOR_REF: "detector"}
+    return description
+
+
+def _article(name):
+    return "an" if name[:1] in tuple("AEIOU") else "a"
+
+
+def _check_model_argument(description, runners, model, path):
+    """Refuse a missing classifier when an estimator runs one, and a
+    classifier that none runs.
+
+    ``runners`` are the descriptions of the estimators that run the
+    classifier, outermost first.
+    """
+    held = str(description["type"])
+    if runners and model is None:
+        what = (
+            ", which runs your torch classifier"
+            if runners[0] is description
+            else f" whose {runners[0]['type']} runs your torch classifier"
+        )
+        raise ValueError(
+            f"{path} holds {_article(held)} {held}{what}; a skadv file does not "
+            "store the classifier's weights: pass the trained classifier: "
+            "load(path, model=model)."
+        )
+    if not runners and model is not None:
+        raise ValueError(
+            f"{path} holds {_article(held)} {held}, which runs no classifier: "
+            "model= is for files of estimators that run one."
+        )
 
 
 def build(document, tensors, *, model, modules, path):
@@ -244,70 +298,57 @@ def build(document, tensors, *, model, modules, path):
     """
     with _reading(path):
         description = document["estimator"]
-        step_names, d_description, t_description, g_description = _read_kind(
-            description
-        )
-        if g_description is not None:
-            description = g_description["detector"]["estimator"]
-            frozen = g_description["detector"]["frozen"]
-            guard_prefix = "detector__estimator__" if frozen else "detector__"
-        else:
-            guard_prefix = ""
+        if document["format_version"] == 1:
+            description = _upgrade_v1(description)
+        nested = [*_walk(description["params"]), *_walk(description["fitted"])]
+        nets = [
+            net
+            for d in [description, *nested]
+            if d["type"] == "ExplanationReconstructionDetector"
+            for net in [d["params"]["reconstructor"], *d.get("reconstructors", [])]
+            if net is not None
+        ]
         module_descriptions = [
             (str(m["name"]), bool(m["skadv"]), str(m["python"]))
-            for m in (n["module"] for n in _net_descriptions(d_description))
+            for m in (net["module"] for net in nets)
         ]
+        runners = [
+            d
+            for d in [description, *nested]
+            if runs_model(estimator_class(d["type"]) or object)
+        ]
+        fingerprints = {str(d["model_sha256"]) for d in runners}
+    _check_model_argument(description, runners, model, path)
     for module_description in module_descriptions:
         check_module_allowed(module_description, modules, path)
-    if step_names is None and model is not None:
-        raise ValueError(
-            f"{path} holds an ExplanationReconstructionDetector, which needs no "
-            "model: model= is for pipeline files only."
-        )
-    if g_description is not None and model is None:
-        raise ValueError(
-            f"{path} holds a GuardedClassifier, which serves your torch classifier, "
-            "whose weights a skadv file does not store: pass the trained "
-            "classifier: load(path, model=model)."
-        )
-    if step_names is not None and model is None:
-        raise ValueError(
-            f"{path} holds a Pipeline whose ExplanationTransformer explains the "
-            "predictions of your torch classifier, whose weights a skadv file "
-            "does not store: pass the trained classifier: load(path, model=model)."
-        )
 
-    moved = []
-    prefix = "" if step_names is None else f"{guard_prefix}{step_names[1]}__"
+    builder = _Builder(tensors, model, modules)
     with _reading(path):
-        detector = _build_detector(d_description, tensors, modules, moved, prefix)
+        estimator = builder.build(description, "")
         if tensors:
             raise ValueError(
                 f"{WEIGHTS_NAME} holds tensors that no reconstructor uses, such as "
                 f"{sorted(tensors)[0]!r}"
             )
-        pipeline_params = (
-            None
-            if step_names is None
-            else {k: from_json(v) for k, v in description["params"].items()}
-        )
-    if step_names is None:
-        estimator = detector
-    else:
-        transformer = _build_transformer(
-            t_description, model, moved, path, f"{guard_prefix}{step_names[0]}__"
-        )
-        with _reading(path):
-            estimator = Pipeline(
-                [(step_names[0], transformer), (step_names[1], detector)],
-                **pipeline_params,
+    if builder.runs_model:
+        module = unwrap_model(model)
+        if fingerprints != {weights_sha256(module)}:
+            warnings.warn(
+                f"The model passed to load differs from the one {path} was saved "
+                "with (the SHA-256 of its state_dict differs): the detector was "
+                "calibrated on the saved model's outputs and may not suit this "
+                "model's.",
+                UserWarning,
+                stacklevel=3,  # load's caller: load -> here
             )
-    if g_description is not None:
-        estimator = _build_guard(g_description, estimator, model, moved, path)
-    if moved:
+        for runner in builder.runs_model:
+            _restore_model(runner, module, path)
+    with _reading(path):
+        check_is_fitted(estimator)
+    if builder.moved:
         warnings.warn(
-            f"{path} was saved for CUDA ({', '.join(moved)}) but CUDA is not "
-            "available on this machine: loaded onto the CPU instead.",
+            f"{path} was saved for CUDA ({', '.join(builder.moved)}) but CUDA is "
+            "not available on this machine: loaded onto the CPU instead.",
             UserWarning,
             stacklevel=3,  # load's caller: load -> here
         )

@@ -1,52 +1,41 @@
 """Fitted estimators to a JSON description and a dict of tensors.
 
-A detector is described by its parameters, its fitted attributes and, for
-each reconstructor, the skorch parameters and the *name* of its module class;
-the reconstructors' weights go to the tensors. A pipeline adds its
-transformer's parameters, fitted attributes and the SHA-256 of its
-classifier's weights (the classifier itself is not stored). A guard adds its
-own parameters and fitted attributes around the description of its pipeline.
+One description for every estimator, recursively: its class name, its
+parameters and its fitted attributes as JSON values, the estimators nested in
+them (a pipeline's steps, a meta-estimator's detectors, fitted or not)
+described the same way in place, and an object met a second time (a guard's
+fitted detector that is its ``detector``) stored as a reference to the first.
+What no JSON holds is added by kind: for a reconstruction detector, each
+reconstructor's skorch parameters and the *name* of its module class, with
+the weights in the tensors; for an estimator that runs the classifier (views,
+feature squeezing, guards), the SHA-256 of the classifier's weights, the
+classifier itself not being stored.
 """
 
 import torch
-from sklearn.frozen import FrozenEstimator
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetRegressor
 from skorch.dataset import ValidSplit
 
 from skadv._detector import ExplanationReconstructionDetector
-from skadv._explain import ExplanationTransformer
-from skadv._guarded import GuardedClassifier
 from skadv._persistence._archive import weights_sha256
 from skadv._persistence._audit import (
     DEFAULT_CLASSES,
     NAMED_CLASSES,
-    REBUILT_ATTRIBUTES,
     SKADV_MODULES,
+    STORABLE_ESTIMATORS,
+    estimator_class,
     named_class,
+    rebuilt_attributes,
+    runs_model,
 )
-from skadv._persistence._json_values import not_storable, to_json
+from skadv._persistence._json_values import (
+    ESTIMATOR,
+    ESTIMATOR_REF,
+    not_storable,
+    to_json,
+)
 from skadv._torch_utils import unwrap_model
-
-_PIPELINE = (
-    "a fitted Pipeline of an ExplanationTransformer then an "
-    "ExplanationReconstructionDetector"
-)
-_SUPPORTED = (
-    f"save stores a fitted ExplanationReconstructionDetector, {_PIPELINE}, or a "
-    "fitted GuardedClassifier around such a Pipeline"
-)
-
-
-def _describe_attributes(estimator, prefix):
-    """The fitted state of an estimator: every attribute that is no parameter."""
-    params = estimator.get_params(deep=False)
-    return {
-        name: to_json(value, prefix + name, kind="fitted attribute")
-        for name, value in sorted(vars(estimator).items())
-        if name not in params and name not in REBUILT_ATTRIBUTES[type(estimator)]
-    }
 
 
 def _describe_module(module, name):
@@ -92,121 +81,106 @@ def _describe_net(net, name):
     return {"module": module, "params": stored}
 
 
-def _describe_params(estimator, prefix, skip=()):
-    return {
-        key: to_json(value, prefix + key)
-        for key, value in sorted(estimator.get_params(deep=False).items())
-        if key not in skip
-    }
+class _Describer:
+    """Describes an estimator and everything nested in it, collecting tensors.
 
-
-def _describe_detector(detector, prefix):
-    """Return (description, tensors) of a fitted detector."""
-    check_is_fitted(detector)
-    params = _describe_params(detector, prefix, skip=("reconstructor",))
-    template = detector.reconstructor
-    params["reconstructor"] = (
-        None if template is None else _describe_net(template, f"{prefix}reconstructor")
-    )
-    nets, tensors = [], {}
-    for i, net in enumerate(detector.reconstructors_):
-        nets.append(_describe_net(net, f"{prefix}reconstructors_[{i}]"))
-        for key, tensor in net.module_.state_dict().items():
-            if not isinstance(tensor, torch.Tensor):
-                raise ValueError(
-                    f"Cannot save reconstructors_[{i}]: its state_dict holds a "
-                    f"non-tensor entry {key!r}, which safetensors cannot store."
-                )
-            # A copy on the CPU: safetensors refuses tensors that share memory.
-            tensors[f"reconstructor.{i}.{key}"] = (
-                tensor.detach().to("cpu", copy=True).contiguous()
-            )
-    description = {
-        "type": "ExplanationReconstructionDetector",
-        "params": params,
-        "fitted": _describe_attributes(detector, prefix),
-        "reconstructors": nets,
-    }
-    return description, tensors
-
-
-def _describe_transformer(transformer, prefix):
-    check_is_fitted(transformer)
-    return {
-        "type": "ExplanationTransformer",
-        "params": _describe_params(transformer, prefix, skip=("model",)),
-        "fitted": _describe_attributes(transformer, prefix),
-        "model_sha256": weights_sha256(unwrap_model(transformer.model)),
-    }
-
-
-def _is_supported_pipeline(estimator):
-    return (
-        type(estimator) is Pipeline
-        and len(estimator.steps) == 2
-        and type(estimator.steps[0][1]) is ExplanationTransformer
-        and type(estimator.steps[1][1]) is ExplanationReconstructionDetector
-    )
-
-
-def _describe_pipeline(pipeline, prefix):
-    """Return (description, tensors) of a supported fitted pipeline."""
-    (t_name, transformer), (d_name, detector) = pipeline.steps
-    check_is_fitted(transformer)
-    check_is_fitted(detector)
-    t_description = _describe_transformer(transformer, f"{prefix}{t_name}__")
-    d_description, tensors = _describe_detector(detector, f"{prefix}{d_name}__")
-    description = {
-        "type": "Pipeline",
-        "params": _describe_params(pipeline, prefix, skip=("steps",)),
-        "steps": [
-            {"name": t_name, "estimator": t_description},
-            {"name": d_name, "estimator": d_description},
-        ],
-    }
-    return description, tensors
-
-
-def _describe_guard(guard):
-    """Return (description, tensors) of a fitted guard around a supported pipeline.
-
-    The guard's ``detector`` parameter is not stored apart from ``detector_``:
-    a loaded guard holds its fitted detector in both, as a guard given a
-    fitted detector does.
+    ``seen`` maps each described estimator (by identity) to its name, so that
+    an object met again is stored as a reference; ``model`` is the first
+    classifier met (with where, and its fingerprint), which every other
+    estimator must share (load takes one).
     """
-    check_is_fitted(guard)
-    detector = guard.detector_
-    frozen = type(detector) is FrozenEstimator
-    pipeline = detector.estimator if frozen else detector
-    if not _is_supported_pipeline(pipeline):
-        raise ValueError(
-            f"save stores a GuardedClassifier whose detector is {_PIPELINE} (or "
-            "such a Pipeline in a FrozenEstimator); got a GuardedClassifier around "
-            f"{type(pipeline).__name__}."
-        )
-    if unwrap_model(pipeline.steps[0][1].model) is not unwrap_model(guard.model):
-        raise ValueError(
-            "save stores a GuardedClassifier whose ExplanationTransformer explains "
-            "the guard's own model (load takes one model for both); this guard's "
-            "detector explains another model."
-        )
-    prefix = "detector__estimator__" if frozen else "detector__"
-    p_description, tensors = _describe_pipeline(pipeline, prefix)
-    description = {
-        "type": "GuardedClassifier",
-        "params": _describe_params(guard, "", skip=("model", "detector")),
-        "fitted": _describe_attributes(guard, ""),
-        "detector": {"frozen": frozen, "estimator": p_description},
-    }
-    return description, tensors
+
+    def __init__(self):
+        self.tensors = {}
+        self.seen = {}
+        self.model = None
+
+    def estimator(self, estimator, name):
+        """The JSON of an estimator nested at ``name``: its description or a
+        reference to where it was described."""
+        if id(estimator) in self.seen:
+            return {ESTIMATOR_REF: self.seen[id(estimator)][0]}
+        # The estimator is kept with its name: its id stays its own meanwhile.
+        self.seen[id(estimator)] = (name, estimator)
+        return {ESTIMATOR: self.describe(estimator, f"{name}__", name)}
+
+    def value(self, value, name, prefix, kind="parameter"):
+        return to_json(value, name, kind, estimator=self.estimator, prefix=prefix)
+
+    def describe(self, estimator, prefix, name):
+        """The description of ``estimator``, whose parameters are named
+        ``prefix + key``."""
+        cls = type(estimator)
+        if estimator_class(cls.__name__) is not cls:
+            raise not_storable(name, estimator, STORABLE_ESTIMATORS)
+        params = estimator.get_params(deep=False)
+        stored = {}
+        for key, value in sorted(params.items()):
+            if key == "model" and runs_model(cls):
+                continue  # passed back to load
+            if key == "reconstructor" and cls is ExplanationReconstructionDetector:
+                stored[key] = (
+                    None if value is None else _describe_net(value, prefix + key)
+                )
+            else:
+                stored[key] = self.value(value, prefix + key, prefix)
+        description = {
+            "type": cls.__name__,
+            "params": stored,
+            "fitted": {
+                key: self.value(value, prefix + key, prefix, kind="fitted attribute")
+                for key, value in sorted(vars(estimator).items())
+                if key not in params and key not in rebuilt_attributes(cls)
+            },
+        }
+        if runs_model(cls):
+            description["model_sha256"] = self._model_sha256(estimator, name)
+        if cls is ExplanationReconstructionDetector and hasattr(
+            estimator, "reconstructors_"
+        ):
+            description.update(self._reconstructors(estimator, prefix))
+        return description
+
+    def _model_sha256(self, estimator, name):
+        module = unwrap_model(estimator.model)
+        label = repr(name) if name else f"the {type(estimator).__name__} saved"
+        if self.model is None:
+            self.model = (module, label, weights_sha256(module))
+        elif module is not self.model[0]:
+            raise ValueError(
+                "save stores estimators that all run one classifier (load takes "
+                f"one model): {label} runs another model than {self.model[1]}."
+            )
+        return self.model[2]
+
+    def _reconstructors(self, detector, prefix):
+        """A detector's reconstructors: their parameters, and their weights in
+        ``tensors`` under ``weights`` + ``reconstructor.{i}.``."""
+        nets = []
+        for i, net in enumerate(detector.reconstructors_):
+            nets.append(_describe_net(net, f"{prefix}reconstructors_[{i}]"))
+            for key, tensor in net.module_.state_dict().items():
+                if not isinstance(tensor, torch.Tensor):
+                    raise ValueError(
+                        f"Cannot save {prefix}reconstructors_[{i}]: its state_dict "
+                        f"holds a non-tensor entry {key!r}, which safetensors "
+                        "cannot store."
+                    )
+                # A copy on the CPU: safetensors refuses tensors that share memory.
+                self.tensors[f"{prefix}reconstructor.{i}.{key}"] = (
+                    tensor.detach().to("cpu", copy=True).contiguous()
+                )
+        return {"weights": prefix, "reconstructors": nets}
 
 
 def describe(estimator):
-    """Return (description, tensors) of a supported fitted estimator."""
-    if type(estimator) is ExplanationReconstructionDetector:
-        return _describe_detector(estimator, "")
-    if type(estimator) is GuardedClassifier:
-        return _describe_guard(estimator)
-    if not _is_supported_pipeline(estimator):
-        raise ValueError(f"{_SUPPORTED}; got {type(estimator).__name__}.")
-    return _describe_pipeline(estimator, "")
+    """Return (description, tensors) of a fitted estimator and what it holds."""
+    cls = type(estimator)
+    if estimator_class(cls.__name__) is not cls:
+        raise ValueError(
+            f"save stores fitted {STORABLE_ESTIMATORS}; got {cls.__name__}."
+        )
+    check_is_fitted(estimator)
+    describer = _Describer()
+    description = describer.describe(estimator, "", "")
+    return description, describer.tensors
