@@ -892,18 +892,21 @@ def test_save_needs_a_fitted_guard(guard_data, tmp_path):
         save(GuardedClassifier(model, fitted.detector_), tmp_path / "g.skadv")
 
 
-def test_a_forged_guard_description_is_refused(guard_data, tmp_path):
+def test_a_guard_finds_its_shared_view_again(guard_data, tmp_path):
+    """Whether prediction and detection share the model's pass is found again
+    at load, as fit finds it, not read from the file: a file cannot claim it."""
     model, guard, _ = guard_data
     path = tmp_path / "forged.skadv"
     save(guard, path)
+    assert "shares_forward_pass_" not in read_document(path)["estimator"]["fitted"]
 
     def forge(document):
         document["estimator"]["fitted"]["shares_forward_pass_"] = False
 
     rewrite(path, forge)
     msg = (
-        f"{path} is not a valid skadv file: ValueError: shares_forward_pass_ does "
-        "not match the guard's detector"
+        f"{path} is not a valid skadv file: ValueError: refusing to set attribute "
+        "'shares_forward_pass_'"
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         load(path, model=model)

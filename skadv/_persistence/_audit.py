@@ -100,7 +100,8 @@ def rebuilt_attributes(cls):
     if runs_model(cls):
         rebuilt |= {"module_", "device_"}  # the model passed to load
     if issubclass(cls, GuardedClassifier):
-        rebuilt |= {"_view"}  # found again in the loaded detector
+        # Found again in the loaded detector, as fit finds them.
+        rebuilt |= {"_view", "shares_forward_pass_"}
     return rebuilt
 
 

@@ -139,12 +139,9 @@ def _restore_model(estimator, module, path):
     """
     _place_model(estimator, module)
     if isinstance(estimator, GuardedClassifier):
+        # As fit finds it: the view this skadv shares the model's pass with.
         estimator._view = estimator._find_view()
-        with _reading(path):
-            if estimator.shares_forward_pass_ is not (estimator._view is not None):
-                raise ValueError(
-                    "shares_forward_pass_ does not match the guard's detector"
-                )
+        estimator.shares_forward_pass_ = estimator._view is not None
     with _reading(path):
         n_features = int(estimator.n_features_in_)
     estimator._check_model_output(np.zeros((1, n_features), dtype=np.float32))
@@ -233,8 +230,8 @@ def _upgrade_v1(description):
     """A format-version-1 description in today's layout.
 
     Version 1 held a pipeline's steps beside its parameters, a guard's detector
-    (its fitted one) beside its parameters with a ``frozen`` flag, and a
-    detector's weights without a prefix.
+    (its fitted one) beside its parameters with a ``frozen`` flag and whether
+    it shared the model's pass, and a detector's weights without a prefix.
     """
     if description["type"] == "ExplanationReconstructionDetector":
         description.setdefault("weights", "")
@@ -258,6 +255,7 @@ def _upgrade_v1(description):
             inner = {ESTIMATOR: {**frozen, "fitted": {}}}
         description["params"]["detector"] = inner
         description["fitted"]["detector_"] = {ESTIMATOR_REF: "detector"}
+        description["fitted"].pop("shares_forward_pass_", None)  # found again
     return description
 
 
