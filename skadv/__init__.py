@@ -16,6 +16,11 @@ from skadv._autoencoder import (
     MLPAutoencoder,
     make_reconstructor,
 )
+from skadv._conditional import (
+    ConditionalConvAutoencoder,
+    ConditionalMLPAutoencoder,
+    make_conditional_reconstructor,
+)
 from skadv._conformal import (
     ConformalDetector,
     calibration_fpr_distribution,
@@ -33,11 +38,14 @@ from skadv._guarded import GuardedClassifier
 from skadv._persistence import load, save
 from skadv._presets import list_presets, make_detector
 from skadv._squeezing import FeatureSqueezingDetector
+from skadv._streaming import score_in_chunks
 from skadv._views import ActivationTransformer, RawInputTransformer
 
 __all__ = [
     "ActivationTransformer",
     "ClassConditionalGaussianDetector",
+    "ConditionalConvAutoencoder",
+    "ConditionalMLPAutoencoder",
     "ConformalDetector",
     "ConvAutoencoder",
     "DetectorClassifier",
@@ -54,11 +62,13 @@ __all__ = [
     "conformal_combined_p_values",
     "conformal_p_values",
     "list_presets",
+    "make_conditional_reconstructor",
     "load",
     "make_detector",
     "make_reconstructor",
     "min_calibration_rows",
     "save",
+    "score_in_chunks",
 ]
 
 # Subpackages load on first attribute access (``skadv.attacks``), as in

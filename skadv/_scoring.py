@@ -75,15 +75,26 @@ def _device_of(module):
     return None if param is None else param.device
 
 
-def reconstruct(module, maps):
+def is_conditional(modules):
+    """Whether ``modules`` is one class-conditional autoencoder, not a list."""
+    return isinstance(modules, torch.nn.Module)
+
+
+def reconstruct(module, maps, classes=None):
     """``module``'s reconstruction of ``maps``, on ``maps``' device and dtype.
 
-    Raises a ValueError when the reconstruction is not finite: the maps are far
-    from anything the autoencoder was trained on, or its training diverged.
+    ``classes`` (an int64 tensor, one index per row) is the second input of a
+    class-conditional module; None for a per-class one. Raises a ValueError
+    when the reconstruction is not finite: the maps are far from anything the
+    autoencoder was trained on, or its training diverged.
     """
     device = _device_of(module)
     inputs = maps if device is None else maps.to(device)
-    out = module(inputs).to(device=maps.device, dtype=maps.dtype)
+    if classes is None:
+        out = module(inputs)
+    else:
+        out = module(inputs, classes if device is None else classes.to(device))
+    out = out.to(device=maps.device, dtype=maps.dtype)
     if not torch.isfinite(out).all():
         largest = float(maps.detach().abs().max()) if maps.numel() else 0.0
         if largest > 1e6:
@@ -99,6 +110,30 @@ def reconstruct(module, maps):
     return out
 
 
+def reconstruct_under(modules, maps, index):
+    """Every row of ``maps`` reconstructed by autoencoder ``index``."""
+    if is_conditional(modules):
+        classes = torch.full((maps.shape[0],), index, device=maps.device)
+        return reconstruct(modules, maps, classes)
+    return reconstruct(modules[index], maps)
+
+
+def reconstruct_routed(modules, maps, route):
+    """Each row of ``maps`` reconstructed by its own autoencoder ``route``.
+
+    ``modules`` is a list of autoencoders, ``route`` indexing it, or one
+    class-conditional autoencoder, ``route`` then its class input: all rows
+    go through it in one pass.
+    """
+    if is_conditional(modules):
+        return reconstruct(modules, maps, route)
+    out = torch.empty_like(maps)
+    for i in route.unique().tolist():
+        rows = route == i
+        out = out.index_put((rows,), reconstruct(modules[i], maps[rows]))
+    return out
+
+
 def reconstruction_scores(
     maps, route, modules, *, metric, contrast=0.0, n_class=0, comparable=None
 ):
@@ -110,9 +145,11 @@ def reconstruction_scores(
         Flat maps.
     route : torch.Tensor of shape (n_samples,), int64
         Index into ``modules`` of each row's autoencoder.
-    modules : list of torch.nn.Module
+    modules : list of torch.nn.Module or torch.nn.Module
         The autoencoders: the ``n_class`` per-class ones first, then any shared
-        (fallback) one.
+        (fallback) one; or one class-conditional autoencoder, whose class
+        input ``route`` then is (the same indices: classes, then the shared
+        slot).
     metric : {"top_half_l1", "mse"}
         See :func:`reconstruction_error`.
     contrast : float, default=0.0
@@ -130,21 +167,17 @@ def reconstruction_scores(
     scores : torch.Tensor of shape (n_samples,), float64
         Higher means more adversarial; ``-score_samples`` of the detector.
     """
-    n = maps.shape[0]
-    scores = torch.zeros(n, dtype=torch.float64, device=maps.device)
-    if n == 0:
-        return scores
+    if maps.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float64, device=maps.device)
     if contrast == 0 or n_class < 2:
-        for i in route.unique().tolist():
-            rows = route == i
-            own = maps[rows]
-            error = reconstruction_error(own, reconstruct(modules[i], own), metric)
-            scores = scores.index_put((rows,), error)
-        return scores
-    # Every class's autoencoder on every row: the contrast needs them all.
+        return reconstruction_error(
+            maps, reconstruct_routed(modules, maps, route), metric
+        )
+    # Every class's autoencoder on every row: the contrast needs them all (one
+    # pass of the conditional autoencoder per class).
     every = torch.stack(
         [
-            reconstruction_error(maps, reconstruct(modules[k], maps), metric)
+            reconstruction_error(maps, reconstruct_under(modules, maps, k), metric)
             for k in range(n_class)
         ],
         dim=1,
@@ -156,7 +189,9 @@ def reconstruction_scores(
         shared = ~own_class
         rows = maps[shared]
         index = int(route[shared][0])
-        error = reconstruction_error(rows, reconstruct(modules[index], rows), metric)
+        error = reconstruction_error(
+            rows, reconstruct_under(modules, rows, index), metric
+        )
         scores = scores.index_put((shared,), error)
     mask = torch.nn.functional.one_hot(clamped, n_class).bool() & own_class[:, None]
     if comparable is not None:

@@ -7,6 +7,7 @@ from skadv import (
     DetectorClassifier,
     ExplanationReconstructionDetector,
     ExplanationTransformer,
+    make_conditional_reconstructor,
     make_reconstructor,
 )
 
@@ -66,6 +67,12 @@ ESTIMATORS = [
     _detector(DetectorIgnoringY),
     # Thresholds on held-out rows: a random split inside fit.
     _detector(DetectorIgnoringY, validation_fraction=0.25),
+    # One class-conditional autoencoder (a single slot: no class column here).
+    DetectorIgnoringY(
+        reconstructor=make_conditional_reconstructor(max_epochs=2, batch_size=16),
+        class_column=None,
+        random_state=0,
+    ),
     # The wrapper that threshold tuners take: run as a classifier, around the
     # detector itself and around the one that drops y.
     DetectorClassifier(_detector(ExplanationReconstructionDetector)),
