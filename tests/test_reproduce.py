@@ -1,11 +1,21 @@
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from skadv import (
+    ClassConditionalGaussianDetector,
+    EnsembleDetector,
+    ExplanationReconstructionDetector,
+    FeatureSqueezingDetector,
+)
 from skadv._cli import main
+from skadv.reproduce import _study
 from skadv.reproduce._paper import (
     PAPER_ATTACKS,
     PAPER_EPS,
@@ -13,7 +23,29 @@ from skadv.reproduce._paper import (
     per_class_oracle_accuracy,
     set_key,
 )
-from skadv.reproduce._report import format_summary, format_tables, plot_figure2
+from skadv.reproduce._report import (
+    check_targets,
+    comparison_targets,
+    format_summary,
+    format_tables,
+    plot_figure2,
+)
+from skadv.reproduce._settings import (
+    PEERS,
+    PRESET_NAMES,
+    BaselineSpec,
+    DetectorSpec,
+    ensemble_specs,
+    peer_specs,
+    preset_specs,
+)
+
+COMPARED = [
+    "paper",
+    *PRESET_NAMES[1:],
+    *PEERS,
+    *(spec.name for spec in ensemble_specs("digits")),
+]
 
 
 def test_oracle_accuracy_picks_each_class_best_threshold():
@@ -38,6 +70,16 @@ def test_published_numbers_are_complete():
     assert set_key("cw") == "cw"
 
 
+def _short(specs):
+    """The same specs with autoencoders trained 3 epochs: the run takes seconds."""
+    return [
+        dataclasses.replace(s, epochs=min(s.epochs, 3))
+        if isinstance(s, DetectorSpec)
+        else s
+        for s in specs
+    ]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     pytest.importorskip("matplotlib")
@@ -45,9 +87,172 @@ def tiny_run(tmp_path_factory):
     printed = io.StringIO()
     argv = ["reproduce", "--dataset", "digits", "--quick", "--n-train", "300"]
     argv += ["--n-test", "90", "--epochs", "3", "--output-dir", str(out)]
-    with contextlib.redirect_stdout(printed):
-        main(argv)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("preset_specs", "peer_specs", "ensemble_specs"):
+            original = getattr(_study, name)
+            patch.setattr(
+                _study, name, lambda *a, original=original: _short(original(*a))
+            )
+        with contextlib.redirect_stdout(printed):
+            main(argv)
     return out, printed.getvalue()
+
+
+def test_peers_presets_and_ensembles_share_the_protocol(tiny_run):
+    out, _ = tiny_run
+    results = json.loads((out / "reproduce-digits-quick.json").read_text())
+    detectors = results["detectors"]
+    assert list(detectors)[: len(COMPARED)] == COMPARED
+    paper_sets = set(detectors["paper"]["results"])
+    for name in COMPARED:
+        d = detectors[name]
+        # The same adversarial sets, each detector's own contamination=0.05
+        # threshold on benign training data, the same figures per set.
+        assert set(d["results"]) == paper_sets
+        assert 0 <= d["test_fpr_at_contamination_0.05"] <= 1
+        for r in d["results"].values():
+            assert (
+                r["n_successful"]
+                == detectors["paper"]["results"][set_key(r["attack"], r["eps"])][
+                    "n_successful"
+                ]
+            )
+            assert 0 <= r["tpr_at_contamination_0.05"] <= 1
+            assert 0 <= r["tpr_at_5_fpr"] <= 1
+    assert detectors["multiview"]["spec"]["ensemble_of"] == [
+        "contrastive-h256",
+        "binarized-pixels",
+    ]
+    assert detectors["feature-squeezing"]["spec"]["options"] == {
+        "bit_depth": 1,
+        "median_size": 2,
+    }
+    rows = {r["detector"]: r["role"] for r in results["tables"]["comparison"]}
+    assert rows == {
+        **{n: "preset" for n in ["paper", *PRESET_NAMES[1:]]},
+        **{n: "peer" for n in PEERS},
+        "multiview+squeezing": "ensemble",
+        "small-data+squeezing": "ensemble",
+    }
+    markdown = (out / "reproduce-digits-quick-tables.md").read_text()
+    assert "## Presets, peer methods and ensembles" in markdown
+    for field in ("TPR at 5% FPR", "caught at contamination=0.05", "pooled ROC AUC"):
+        assert f"### {field}" in markdown
+    fs = detectors["feature-squeezing"]
+    assert (
+        f"| feature-squeezing | peer | {fs['test_fpr_at_contamination_0.05']:.3f} | "
+        f"{fs['results']['fgsm@0.05']['tpr_at_5_fpr']:.3f} |" in markdown
+    )
+    assert set(results["targets"]) == {
+        "benign_fpr",
+        "ensemble_beats_members_and_peers",
+        "digits_fgsm_pgd_0.1",
+    }
+
+
+def test_every_detector_is_fitted_with_the_same_contamination():
+    study = _study._Study.__new__(_study._Study)
+    study.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    study.s = {"random_state": 0}
+    study.memory = None
+    study.n_jobs = 1
+    study.image_shape = (8, 8)
+    study.input_shape = (1, 8, 8)
+    study.specs = {s.name: s for s in [*preset_specs(), *peer_specs()]}
+    study._blocks = {"multiview": np.array([0, 65, 130])}
+    kinds = {}
+    for spec in [*preset_specs(), *peer_specs()]:
+        detector = study.detector(spec, contamination=0.05)
+        final = detector[-1] if hasattr(detector, "steps") else detector
+        kinds[spec.name] = type(final)
+        assert final.get_params()["contamination"] == 0.05
+        if isinstance(final, EnsembleDetector):
+            for _, member in final.detectors:
+                assert member[-1].get_params()["contamination"] == 0.05
+    assert kinds["feature-squeezing"] is FeatureSqueezingDetector
+    assert kinds["mahalanobis"] is ClassConditionalGaussianDetector
+    assert kinds["magnet-raw"] is ExplanationReconstructionDetector
+    assert kinds["multiview"] is EnsembleDetector
+    multiview = study.detector(study.specs["multiview"])
+    assert multiview.combine == "bonferroni"
+    assert multiview.calibration_size == 0.1
+    assert isinstance(BaselineSpec.ensemble_preset("multiview"), BaselineSpec)
+
+
+def _fake_results(dataset, tpr, fpr):
+    """Results with the detectors of the comparison: name -> TPR per set."""
+    sets = {"fgsm@0.05": ("fgsm", 0.05), "fgsm@0.10": ("fgsm", 0.1)}
+    sets |= {"pgd@0.10": ("pgd", 0.1), "cw": ("cw", None)}
+    specs = {
+        "paper": {"preset": "ko-lim-2021"},
+        "multiview": {
+            "preset": "multiview",
+            "detector": "ensemble",
+            "ensemble_of": ["paper"],
+        },
+        "feature-squeezing": {"detector": "feature-squeezing"},
+        "ablation": {"preset": None},
+    }
+    return {
+        "config": {"dataset": dataset},
+        "detectors": {
+            name: {
+                "spec": spec,
+                "test_fpr_at_contamination_0.05": fpr[name],
+                "results": {
+                    key: {
+                        "attack": attack,
+                        "eps": eps,
+                        "mean": 0.995,
+                        "pooled_auc": 0.96,
+                        "tpr_at_5_fpr": tpr[name][i],
+                    }
+                    for i, (key, (attack, eps)) in enumerate(sets.items())
+                },
+            }
+            for name, spec in specs.items()
+        },
+    }
+
+
+def test_comparison_targets_count_strict_wins_and_fpr_range():
+    tpr = {
+        "paper": [0.5, 0.8, 0.9, 1.0],
+        "multiview": [0.6, 0.9, 0.95, 1.0],
+        "feature-squeezing": [0.2, 0.3, 0.96, 0.5],
+        "ablation": [1.0, 1.0, 1.0, 1.0],
+    }
+    fpr = {"paper": 0.05, "multiview": 0.07, "feature-squeezing": 0.01}
+    fpr["ablation"] = 0.2
+    targets = comparison_targets(_fake_results("digits", tpr, fpr))
+    ens = targets["ensemble_beats_members_and_peers"]["ensembles"]["multiview"]
+    # Beats both on fgsm@0.05 and fgsm@0.10, loses pgd@0.10 to feature
+    # squeezing, ties the paper at 1.0 on cw; the ablation is no peer.
+    assert ens["compared_with"] == ["paper", "feature-squeezing"]
+    assert ens["share_beaten"] == 0.5 and ens["share_at_least"] == 0.75
+    assert ens["losses"] == ["pgd@0.10"] and ens["ties"] == ["cw"]
+    assert not targets["ensemble_beats_members_and_peers"]["met"]
+    assert targets["benign_fpr"]["exceptions"] == {"multiview": 0.07}
+    assert targets["benign_fpr"]["others"] == {"feature-squeezing": 0.01}
+    digits = targets["digits_fgsm_pgd_0.1"]
+    # multiview: AUC 0.96 and TPR 0.9 / 0.95 at eps 0.1; the paper's TPR too.
+    assert digits["met"] and digits["best"] == "multiview"
+    assert check_targets(_fake_results("digits", tpr, fpr)) == targets
+
+
+def test_mnist_target_needs_every_set_from_eps_0_1():
+    tpr = {
+        "paper": [0.5, 0.96, 0.97, 0.99],
+        "multiview": [0.6, 0.99, 0.94, 1.0],
+        "feature-squeezing": [0.2, 0.3, 0.96, 0.5],
+        "ablation": [1.0, 1.0, 1.0, 1.0],
+    }
+    fpr = dict.fromkeys(tpr, 0.05)
+    target = comparison_targets(_fake_results("mnist", tpr, fpr))["mnist_auc_and_tpr"]
+    assert target["detectors"]["paper"]["met"] is False  # no deepfool set
+    assert target["detectors"]["multiview"]["tpr_below_target"] == {"pgd@0.10": 0.94}
+    assert target["detectors"]["paper"]["min_tpr_at_5_fpr"] == 0.96
+    assert "feature-squeezing" not in target["detectors"]
 
 
 def test_tiny_digits_run_writes_json_tables_and_figure(tiny_run):

@@ -119,20 +119,29 @@ class DetectorSpec:
     shared: bool = False
     module: str = "mlp"
     members: tuple = ()
+    bit_depth: int | None = None
 
     @classmethod
     def from_preset(cls, preset, *, name=None, description=None):
-        """The spec of a registry preset (by default its name and description)."""
+        """The spec of a registry preset (by default its name and description).
+
+        A preset of the raw-input view (``view="raw"``) reads the images
+        themselves, rounded to ``bit_depth`` bits, as
+        :class:`~skadv.RawInputTransformer` does.
+        """
         settings = PRESETS[preset]
+        raw = settings.get("view") == "raw"
         return cls(
             name=preset if name is None else name,
             description=settings["description"] if description is None else description,
             preset=preset,
+            method=None if raw else settings["method"],
+            normalize=None if raw else settings["normalize"],
+            inputs="raw" if raw else "maps",
+            bit_depth=settings.get("bit_depth"),
             **{
                 field: settings[field]
                 for field in (
-                    "method",
-                    "normalize",
                     "metric",
                     "hidden",
                     "epochs",
@@ -163,12 +172,149 @@ class DetectorSpec:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
 
 
+@dataclasses.dataclass(frozen=True)
+class BaselineSpec:
+    """A detector of the study that is not a per-class autoencoder.
+
+    ``detector``: ``"feature-squeezing"`` (:class:`~skadv.FeatureSqueezingDetector`
+    on the raw images, ``options`` its parameters), ``"mahalanobis"``
+    (:class:`~skadv.ClassConditionalGaussianDetector` on the rows of an
+    :class:`~skadv.ActivationTransformer`) or ``"ensemble"`` (an
+    :class:`~skadv.EnsembleDetector` of the specs named in ``ensemble_of``,
+    each fitted on the same rows as when it stands alone; ``options``: its
+    ``combine`` and ``calibration_size``). Every one is fitted on the benign
+    training images only, with ``contamination=0.05``, like the autoencoder
+    configurations.
+    """
+
+    name: str
+    description: str
+    detector: str
+    options: tuple = ()
+    ensemble_of: tuple = ()
+    preset: str | None = None
+    scope: str = "full"
+    # What the study's row builders ask of every spec.
+    routing: str = "predicted"
+    shared: bool = False
+    members: tuple = ()
+
+    @property
+    def inputs(self):
+        return {"mahalanobis": "activations"}.get(self.detector, "raw")
+
+    @classmethod
+    def ensemble_preset(cls, preset):
+        """The spec of a registry preset that is an EnsembleDetector."""
+        settings = PRESETS[preset]
+        return cls(
+            name=preset,
+            description=settings["description"],
+            detector="ensemble",
+            options=(
+                ("calibration_size", settings["calibration_size"]),
+                ("combine", settings["combine"]),
+            ),
+            ensemble_of=tuple(settings["members"]),
+            preset=preset,
+        )
+
+    def as_dict(self):
+        out = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("name", "routing", "shared", "members")
+        }
+        out["options"] = dict(self.options)
+        return out
+
+
 PAPER_SPEC = DetectorSpec.from_preset(
     "ko-lim-2021",
     name="paper",
     description="Ko & Lim: saliency (percentile), one 64-unit MLP autoencoder per "
     "predicted class (784-64-784 on MNIST), 10 epochs, top-half L1",
 )
+
+
+#: The peer methods the study measures beside skadv's detectors: name ->
+#: the paper that proposed it.
+PEERS = {
+    "feature-squeezing": "Xu, Evans & Qi (NDSS 2018)",
+    "mahalanobis": "Lee et al. (NeurIPS 2018)",
+    "magnet-raw": "Meng & Chen (CCS 2017), MagNet",
+}
+
+#: The presets of the registry, in its order; ``ko-lim-2021`` is the study's
+#: ``paper`` configuration.
+PRESET_NAMES = tuple(PRESETS)
+
+
+def peer_specs():
+    """Feature squeezing, the Mahalanobis detector and MagNet-style reconstruction."""
+    return [
+        BaselineSpec(
+            "feature-squeezing",
+            "feature squeezing (Xu et al.): largest L1 distance between the "
+            "softmax on the image and on its 1-bit and 2x2-median copies",
+            detector="feature-squeezing",
+            options=(("bit_depth", 1), ("median_size", 2)),
+        ),
+        BaselineSpec(
+            "mahalanobis",
+            "Mahalanobis detector (Lee et al.): penultimate activations, class "
+            "means with a tied covariance, distance to the closest class mean",
+            detector="mahalanobis",
+            options=(("covariance", "tied"), ("distance", "closest")),
+        ),
+        PAPER_SPEC.variant(
+            "magnet-raw",
+            "MagNet-style baseline: the same per-class MLP autoencoders on the raw "
+            "images (routed by predicted class)",
+            inputs="raw",
+        ),
+    ]
+
+
+def preset_specs():
+    """Every preset of the registry (``ko-lim-2021`` as the study's ``paper``)."""
+    specs = []
+    for preset in PRESET_NAMES:
+        if preset == PAPER_SPEC.preset:
+            specs.append(PAPER_SPEC)
+        elif "members" in PRESETS[preset]:
+            specs.append(BaselineSpec.ensemble_preset(preset))
+        else:
+            specs.append(DetectorSpec.from_preset(preset))
+    return specs
+
+
+def ensemble_specs(dataset):
+    """Conformal ensembles with feature squeezing as a member (Bonferroni, 10%)."""
+    multiview = PRESETS["multiview"]
+    options = (("calibration_size", 0.1), ("combine", "bonferroni"))
+    specs = [
+        BaselineSpec(
+            "multiview+squeezing",
+            "EnsembleDetector of contrastive-h256, binarized-pixels and "
+            "feature-squeezing (Bonferroni, conformal p-values on 10% held out)",
+            detector="ensemble",
+            options=options,
+            ensemble_of=(*multiview["members"], "feature-squeezing"),
+        )
+    ]
+    if dataset == "digits":
+        specs.append(
+            BaselineSpec(
+                "small-data+squeezing",
+                "EnsembleDetector of small-data and feature-squeezing (Bonferroni, "
+                "conformal p-values on 10% held out)",
+                detector="ensemble",
+                options=options,
+                ensemble_of=(DIGITS_BEST, "feature-squeezing"),
+            )
+        )
+    return specs
 
 
 def ablation_specs(image_shape):
@@ -190,12 +336,6 @@ def ablation_specs(image_shape):
             "conv-autoencoder",
             f"paper, ConvAutoencoder(input_shape={tuple(image_shape)}) per class",
             module="conv",
-        ),
-        PAPER_SPEC.variant(
-            "magnet-raw",
-            "MagNet-style baseline: the same per-class MLP autoencoders on the raw "
-            "images (routed by predicted class)",
-            inputs="raw",
         ),
     ]
 

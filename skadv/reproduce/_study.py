@@ -25,12 +25,18 @@ from pathlib import Path
 import joblib
 import numpy as np
 import torch
+from sklearn.compose import ColumnTransformer
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
+from sklearn.pipeline import make_pipeline
 
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
+from skadv._ensemble import EnsembleDetector
 from skadv._explain import ExplanationTransformer
+from skadv._gaussian import ClassConditionalGaussianDetector
+from skadv._squeezing import FeatureSqueezingDetector, reduce_bit_depth
+from skadv._views import ActivationTransformer
 from skadv.metrics import (
     detection_roc_auc,
     per_class_rates,
@@ -47,13 +53,15 @@ from skadv.reproduce._paper import (
 from skadv.reproduce._settings import (
     BEST_PRESET,
     DIGITS_BEST,
-    PAPER_SPEC,
-    DetectorSpec,
+    BaselineSpec,
     ablation_specs,
     best_candidate_specs,
     digits_sweep_specs,
+    ensemble_specs,
     method_specs,
     output_name,
+    peer_specs,
+    preset_specs,
     run_settings,
 )
 
@@ -114,6 +122,11 @@ def _craft(module, X, y, attack, eps, random_state):
         **kwargs,
     )
     return X_adv[success], np.flatnonzero(success), time.perf_counter() - start
+
+
+def _columns(start, stop):
+    """Columns ``start:stop`` of the stacked rows: one ensemble member's block."""
+    return ColumnTransformer([("block", "passthrough", slice(start, stop))])
 
 
 def _stratified_subset(y, n, random_state):
@@ -183,6 +196,8 @@ class _Study:
         self.memory = joblib.Memory(str(self.cache / "detectors"), verbose=0)
         self._scores = {}
         self._maps = {}
+        self._blocks = {}
+        self.specs = {}
 
     @contextlib.contextmanager
     def timed(self, name):
@@ -236,6 +251,7 @@ class _Study:
         self.n_subset = min(s["n_subset"] or len(y_test), len(y_test))
         self.method_train_idx = _stratified_subset(y_train, s["n_method_train"], rs)
         self.image_shape = X_train.shape[2:]
+        self.input_shape = X_train.shape[1:]
         self.sub_split = f"sub{self.n_subset}"
         self.cal_split = f"cal{len(cal)}"
         s["n_train"], s["n_test"] = len(y_train), len(y_test)
@@ -260,9 +276,8 @@ class _Study:
         if cached:
             net.initialize()
             net.module_.load_state_dict(torch.load(path, weights_only=True))
-            train_seconds = json.loads((self.cache / "classifier.json").read_text())[
-                "train_seconds"
-            ]
+            info = json.loads((self.cache / "classifier.json").read_text())
+            train_seconds = info["train_seconds"]
         else:
             self.progress(
                 f"training the classifier on {len(self.y_train)} images for "
@@ -284,6 +299,9 @@ class _Study:
             "test_accuracy": accuracy,
             "train_seconds": train_seconds,
             "cached": cached,
+            # Where a cached classifier came from, when it was trained outside
+            # the study with the same recipe (the classifier.json says so).
+            **({"source": info["source"]} if cached and "source" in info else {}),
         }
 
     # --------------------------------------------------------------- attacks
@@ -403,9 +421,12 @@ class _Study:
             maps = np.load(path)
         else:
             start = time.perf_counter()
-            transformer = ExplanationTransformer(
-                self.net, method=method, normalize=normalize, batch_size=256
-            )
+            if method == "activations":
+                transformer = ActivationTransformer(self.net, batch_size=256)
+            else:
+                transformer = ExplanationTransformer(
+                    self.net, method=method, normalize=normalize, batch_size=256
+                )
             with _torch_threads(1):
                 maps = transformer.fit(X[:1]).transform(X)
             tmp = path.with_name(path.name + ".tmp.npy")
@@ -422,18 +443,30 @@ class _Study:
 
         Returns a dict: ``train`` (rows, true labels), ``test``, ``adv`` (per set
         key: rows, and the true labels of the attacked images), ``cal_benign``
-        and ``cal_adv`` (full scope only).
+        and ``cal_adv`` (full scope only). An ensemble's rows are its members'
+        rows side by side.
         """
-        m, norm, n = spec.method, spec.normalize, self.n_subset
+        if getattr(spec, "detector", None) == "ensemble":
+            return self._ensemble_source(spec)
+        n = self.n_subset
         sub = spec.scope == "subset"
-        # The predicted class always comes from the saliency pass (same model).
-        method = "saliency" if spec.inputs == "raw" else m
-        normalize = "percentile" if spec.inputs == "raw" else norm
+        if spec.inputs == "maps":
+            method, normalize = spec.method, spec.normalize
+        elif spec.inputs == "activations":
+            method, normalize = "activations", None
+        else:
+            # The predicted class comes from the saliency pass (same model).
+            method, normalize = "saliency", "percentile"
+        bit_depth = getattr(spec, "bit_depth", None)
 
         def rows(name, X):
             maps = self.maps(method, normalize, name, X)
             if spec.inputs == "raw":
-                return np.column_stack([maps[:, :1], X.reshape(len(X), -1)])
+                pixels = X.reshape(len(X), -1)
+                if bit_depth is not None:
+                    # What RawInputTransformer(bit_depth=...) feeds its detector.
+                    pixels = reduce_bit_depth(pixels, bit_depth)
+                return np.column_stack([maps[:, :1], pixels]).astype(np.float32)
             return maps
 
         out = {}
@@ -468,8 +501,31 @@ class _Study:
             )
         return out
 
+    def _ensemble_source(self, spec):
+        parts = [self.source(self.specs[m]) for m in spec.ensemble_of]
+        self._blocks[spec.name] = np.cumsum(
+            [0] + [p["train"][0].shape[1] for p in parts]
+        )
+
+        def stack(key):
+            return (
+                np.hstack([p[key][0] for p in parts]),
+                parts[0][key][1],
+            )
+
+        out = {"train": stack("train"), "test": stack("test"), "adv": {}}
+        for key in parts[0]["adv"]:
+            if all(key in p["adv"] for p in parts):
+                out["adv"][key] = (
+                    np.hstack([p["adv"][key][0] for p in parts]),
+                    parts[0]["adv"][key][1],
+                )
+        return out
+
     # --------------------------------------------------------------- detectors
     def detector(self, spec, contamination=0.05):
+        if isinstance(spec, BaselineSpec):
+            return self._baseline(spec, contamination)
         return ExplanationReconstructionDetector(
             reconstructor=spec.reconstructor(self.image_shape),
             contamination=contamination,
@@ -480,6 +536,42 @@ class _Study:
             memory=self.memory,
             n_jobs=self.n_jobs,
             random_state=self.s["random_state"],
+        )
+
+    def _baseline(self, spec, contamination):
+        options = dict(spec.options)
+        if spec.detector == "mahalanobis":
+            return ClassConditionalGaussianDetector(
+                contamination=contamination, **options
+            )
+        if spec.detector == "feature-squeezing":
+            # The study's raw rows hold the predicted class first.
+            return make_pipeline(
+                _columns(1, None),
+                FeatureSqueezingDetector(
+                    self.net,
+                    contamination=contamination,
+                    input_shape=self.input_shape,
+                    **options,
+                ),
+            )
+        # An ensemble: each member reads its own block of the stacked rows.
+        blocks = self._blocks[spec.name]
+        members = [
+            (
+                name,
+                make_pipeline(
+                    _columns(blocks[i], blocks[i + 1]),
+                    self.detector(self.specs[name], contamination),
+                ),
+            )
+            for i, name in enumerate(spec.ensemble_of)
+        ]
+        return EnsembleDetector(
+            members,
+            contamination=contamination,
+            random_state=self.s["random_state"],
+            **options,
         )
 
     @staticmethod
@@ -521,25 +613,37 @@ class _Study:
         rows, labels = src["train"]
         det = self.fit(spec, rows, labels)
         fit_seconds = time.perf_counter() - start
-        err = det.reconstruction_error
         f = self._features
+        parts = {"test": src["test"][0], **{k: r for k, (r, _) in src["adv"].items()}}
+        # Every detector's own threshold (contamination=0.05 on benign training
+        # data): decision_function < 0 flags a row.
+        decision = {k: det.decision_function(f(spec, r)) for k, r in parts.items()}
+        if isinstance(det, ExplanationReconstructionDetector):
+            # The paper's score: the reconstruction error (its thresholds are
+            # per class, so the decision ranks differently across classes).
+            score = {k: det.reconstruction_error(f(spec, r)) for k, r in parts.items()}
+        else:
+            # One global threshold: the negated decision ranks as the score.
+            score = {k: -d for k, d in decision.items()}
         out = {
             "fit_seconds": fit_seconds,
             # Benign test inputs flagged by the detector's own thresholds
             # (contamination=0.05): how far the realised rate is from target.
-            "test_fpr": float(np.mean(det.predict(f(spec, src["test"][0])) == -1)),
-            "train": err(f(spec, rows)),
-            "test": err(f(spec, src["test"][0])),
-            "adv": {k: err(f(spec, r)) for k, (r, _) in src["adv"].items()},
+            "test_fpr": float(np.mean(decision["test"] < 0)),
+            "flagged": {k: d < 0 for k, d in decision.items()},
+            "test": score.pop("test"),
+            "adv": score,
             "labels": {
                 "test": src["test"][1],
                 **{k: y for k, (_, y) in src["adv"].items()},
             },
-            "pred": {
-                "test": src["test"][0][:, 0],
-                **{k: r[:, 0] for k, (r, _) in src["adv"].items()},
-            },
+            "pred": {k: r[:, 0] for k, r in parts.items()},
         }
+        if isinstance(spec, BaselineSpec):
+            # Only the autoencoders' log errors are summed into ensembles.
+            self._scores[spec.name] = out
+            return out
+        out["train"] = det.reconstruction_error(f(spec, rows))
         standardise = _log_standardiser(out["train"], rows[:, 0])
         out["train_z"] = standardise(out["train"], rows[:, 0])
         out["test_z"] = standardise(out["test"], out["pred"]["test"])
@@ -582,6 +686,10 @@ class _Study:
                 else None,
                 "tpr_at_5_fpr": tpr_at_fpr(y, pooled, fpr=0.05)
                 if success.any()
+                else None,
+                # Caught by the detector's own contamination=0.05 threshold.
+                "tpr_at_contamination_0.05": float(sc["flagged"][key][success].mean())
+                if "flagged" in sc and success.any()
                 else None,
                 **{
                     f"oracle_{k}": v
@@ -838,7 +946,8 @@ def reproduce(
     }
     with _torch_threads(1):
         results["classifier"] = study.classifier()
-        extra = full
+        # PGD, Carlini-Wagner and DeepFool take seconds on the digits.
+        extra = full or (s["dataset"] == "digits" and not quick)
         study.craft_test_sets(extra=extra)
         study.craft_calibration()
         results["attacks"] = {
@@ -853,26 +962,29 @@ def reproduce(
             }
             for key, st in study.sets.items()
         }
-        specs = [PAPER_SPEC]
+        # Every preset, the peer methods and the ensembles, under one protocol.
+        specs = [*preset_specs(), *peer_specs(), *ensemble_specs(s["dataset"])]
         if s["dataset"] == "mnist":
-            specs.append(DetectorSpec.from_preset(BEST_PRESET))
             if full:
                 specs += ablation_specs(study.image_shape)
                 specs += best_candidate_specs()
                 specs += method_specs()
-        elif quick:
-            specs.append(DetectorSpec.from_preset(DIGITS_BEST))
-        else:
+        elif not quick:
             specs += digits_sweep_specs()
         by_name = {}
         for sp in specs:
             by_name.setdefault(sp.name, sp)
+        study.specs = by_name
         detectors = {}
+        results["detectors"] = detectors
+        partial = output_dir / f"{output_name(s)}.partial.json"
         for sp in by_name.values():
             progress(f"detector {sp.name}: {sp.description}")
             with study.timed(f"detector {sp.name}"):
                 detectors[sp.name] = study.evaluate(sp, by_name)
-        results["detectors"] = detectors
+            # What a long run has measured so far, for a look before it ends.
+            partial.write_text(json.dumps(results, indent=1))
+        partial.unlink(missing_ok=True)
         thresholds = {}
         for name in ("paper", BEST_PRESET if s["dataset"] == "mnist" else DIGITS_BEST):
             sp = by_name.get(name)
