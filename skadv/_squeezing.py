@@ -4,7 +4,6 @@ import numbers
 
 import numpy as np
 import torch
-from scipy import ndimage
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -12,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
 from skadv._torch_utils import eval_mode, module_device_dtype
 from skadv._validation import check_detection_labels
+from skadv._views import _StraightThroughRound
 
 
 def reduce_bit_depth(X, bit_depth):
@@ -20,20 +20,44 @@ def reduce_bit_depth(X, bit_depth):
     return np.rint(X * levels) / levels
 
 
-def median_smooth(X, size, input_shape):
-    """Median filter of ``size`` over each input's spatial axes.
+def _symmetric_indices(n, before, after):
+    """Indices of a length-``n`` axis padded by mirroring, edge included.
 
-    ``X`` has shape ``(n, *input_shape)``. Images ``(C, H, W)`` are filtered
-    over ``H`` and ``W``, one channel at a time; inputs of other shapes over
-    all their axes. Edges are reflected, as in Xu et al.'s code (scipy's
-    ``median_filter``; for an even size the window reaches one pixel further
-    to the top left than to the bottom right).
+    scipy's ``mode="reflect"`` (numpy's ``"symmetric"``): ``d c b a | a b c
+    d``; torch's own ``"reflect"`` padding leaves the edge value out.
     """
-    if len(input_shape) == 3:
-        footprint = (1, 1, size, size)
-    else:
-        footprint = (1,) + (size,) * len(input_shape)
-    return ndimage.median_filter(X, size=footprint, mode="reflect")
+    return torch.as_tensor(np.pad(np.arange(n), (before, after), mode="symmetric"))
+
+
+def torch_median_smooth(x, size, input_shape):
+    """Median filter of ``size`` over each input's spatial axes, differentiable.
+
+    ``x`` has shape ``(n, *input_shape)``. Images ``(C, H, W)`` are filtered
+    over ``H`` and ``W``, one channel at a time; inputs of other shapes over
+    all their axes. The window and the edges are those of Xu et al.'s code
+    (scipy's ``median_filter``, origin 0, ``mode="reflect"``: for an even size
+    the window reaches one pixel further to the top left than to the bottom
+    right), and the median of an even count is the upper middle value, as
+    scipy's rank filter takes it. The gradient flows to the value each median
+    selects. Written out because torch has no median filter.
+    """
+    dims = range(x.ndim - 2, x.ndim) if len(input_shape) == 3 else range(1, x.ndim)
+    before, after = size // 2, size - size // 2 - 1
+    for d in dims:
+        index = _symmetric_indices(x.shape[d], before, after).to(x.device)
+        x = x.index_select(d, index).unfold(d, size, 1)
+    windows = x.flatten(x.ndim - len(dims))
+    return windows.sort(dim=-1).values[..., windows.shape[-1] // 2]
+
+
+def torch_reduce_bit_depth(x, bit_depth):
+    """:func:`reduce_bit_depth` in torch; the gradient passes straight through.
+
+    The forward values are the exact rounded inputs (``torch.round`` rounds
+    half to even, as ``np.rint`` does); the backward pass is the identity, as
+    an attacker told about the rounding differentiates it (BPDA).
+    """
+    return _StraightThroughRound.apply(x, 2**bit_depth - 1)
 
 
 class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
@@ -128,8 +152,9 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
     Notes
     -----
     Each batch runs the model once on the inputs and their squeezed copies
-    together. Squeezing happens on the CPU (numpy and scipy), before the
-    batch moves to ``device``.
+    together, squeezed in torch on ``device``: the same code, with gradients,
+    is :meth:`torch_decision_function`, which the adaptive attacks of
+    :mod:`skadv.attacks` differentiate.
 
     References
     ----------
@@ -222,17 +247,29 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
                 "bit_depth=None."
             )
 
-    def _squeezed(self, chunk):
-        """Squeezed copies of a chunk of model-shaped inputs, in one array."""
+    def _squeezed(self, x):
+        """Squeezed copies of a batch of model-shaped inputs, in one tensor."""
         copies = []
         if self.bit_depth is not None:
-            copies.append(reduce_bit_depth(chunk, self.bit_depth))
+            copies.append(torch_reduce_bit_depth(x, self.bit_depth))
         if self.median_size is not None:
-            copies.append(median_smooth(chunk, self.median_size, self.input_shape_))
-        return np.concatenate(copies)
+            copies.append(torch_median_smooth(x, self.median_size, self.input_shape_))
+        return torch.cat(copies)
+
+    def _torch_distances(self, x, module):
+        """Largest L1 distance between the softmax on each input and on its copies.
+
+        The one implementation of the score: :meth:`squeezing_distance` runs it
+        without gradients, batch by batch; :meth:`torch_score_samples` with
+        them, for attacks.
+        """
+        n = x.shape[0]
+        logits = self._as_logits(module(torch.cat([x, self._squeezed(x)]))).double()
+        proba = torch.softmax(logits, dim=1).reshape(-1, n, logits.shape[1])
+        return (proba[1:] - proba[0]).abs().sum(dim=2).amax(dim=0)
 
     def _distances(self, X):
-        """Largest L1 distance between the softmax on each input and on its copies."""
+        """Squeezing distances of validated flat inputs, batch by batch."""
         self._check_range(X)
         _, dtype = module_device_dtype(self.module_)
         out = np.empty(X.shape[0], dtype=np.float64)
@@ -240,12 +277,8 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
             for start in range(0, X.shape[0], self.batch_size):
                 stop = min(start + self.batch_size, X.shape[0])
                 chunk = X[start:stop].reshape(stop - start, *self.input_shape_)
-                inputs = np.concatenate([chunk, self._squeezed(chunk)])
-                batch = torch.as_tensor(inputs, dtype=dtype, device=self.device_)
-                logits = self._as_logits(self.module_(batch)).double()
-                proba = torch.softmax(logits, dim=1)
-                proba = proba.reshape(-1, stop - start, proba.shape[1])
-                distance = (proba[1:] - proba[0]).abs().sum(dim=2).amax(dim=0)
+                batch = torch.as_tensor(chunk, dtype=dtype, device=self.device_)
+                distance = self._torch_distances(batch, self.module_)
                 if not torch.isfinite(distance).all():
                     row = start + int(torch.nonzero(~torch.isfinite(distance))[0, 0])
                     raise ValueError(
@@ -255,6 +288,75 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
                     )
                 out[start:stop] = distance.cpu().numpy()
         return out
+
+    def _check_fitted_with(self):
+        check_is_fitted(self)
+        if (self.bit_depth, self.median_size) != self._fitted_with:
+            bit_depth, median_size = self._fitted_with
+            raise ValueError(
+                "bit_depth or median_size changed since fit (fitted with "
+                f"bit_depth={bit_depth!r}, median_size={median_size!r}); the "
+                "threshold belongs to the fitted values: refit the detector."
+            )
+
+    def torch_score_samples(self, X, *, module=None):
+        """:meth:`score_samples` in torch, differentiable with respect to ``X``.
+
+        The same computation as :meth:`score_samples` (the model is put in
+        eval mode; the bit-depth squeezer's rounding passes gradients straight
+        through, the median filter to the values it selects), for attacks that
+        must know the detector (:mod:`skadv.attacks`).
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, *input_shape_)
+            Model-shaped inputs on ``device_``.
+
+        module : torch.nn.Module, default=None
+            Stands in for the model (e.g. a surrogate of it); None: ``module_``.
+
+        Returns
+        -------
+        scores : torch.Tensor of shape (n_samples,), float64
+            Higher for more benign inputs.
+        """
+        self._check_fitted_with()
+        module = self.module_ if module is None else module
+        with eval_mode(module):
+            return -self._torch_distances(X, module)
+
+    def torch_decision_function(self, X, *, module=None):
+        """:meth:`decision_function` in torch, differentiable with respect to ``X``.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, *input_shape_)
+            Model-shaped inputs on ``device_``.
+
+        module : torch.nn.Module, default=None
+            Stands in for the model; None: ``module_``.
+
+        Returns
+        -------
+        decision : torch.Tensor of shape (n_samples,), float64
+            ``torch_score_samples(X) - offset_``: negative means adversarial.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> from skadv import FeatureSqueezingDetector
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> X = np.random.default_rng(0).random((50, 1, 8, 8), dtype=np.float32)
+        >>> detector = FeatureSqueezingDetector(model).fit(X)
+        >>> x = torch.as_tensor(X[:3], device=detector.device_).requires_grad_()
+        >>> decision = detector.torch_decision_function(x)
+        >>> np.allclose(decision.detach().numpy(), detector.decision_function(X[:3]))
+        True
+        >>> decision.sum().backward()
+        >>> x.grad.shape
+        torch.Size([3, 1, 8, 8])
+        """
+        return self.torch_score_samples(X, module=module) - self.offset_
 
     def squeezing_distance(self, X):
         """Largest L1 distance between the softmax on each input and on a squeezed copy.
@@ -271,14 +373,7 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
         distances : ndarray of shape (n_samples,)
             The detection score of Xu et al.
         """
-        check_is_fitted(self)
-        if (self.bit_depth, self.median_size) != self._fitted_with:
-            bit_depth, median_size = self._fitted_with
-            raise ValueError(
-                "bit_depth or median_size changed since fit (fitted with "
-                f"bit_depth={bit_depth!r}, median_size={median_size!r}); the "
-                "threshold belongs to the fitted values: refit the detector."
-            )
+        self._check_fitted_with()
         X, _ = self._validate_input(X, reset=False)
         return self._distances(X)
 

@@ -12,7 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skorch import NeuralNetClassifier
 
 from skadv import FeatureSqueezingDetector
-from skadv._squeezing import median_smooth, reduce_bit_depth
+from skadv._squeezing import reduce_bit_depth, torch_median_smooth
 from skadv.metrics import detection_roc_auc, tpr_at_fpr
 
 
@@ -119,14 +119,33 @@ def test_squeezers():
     np.testing.assert_allclose(
         reduce_bit_depth(X, 2), [[0, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 1]], rtol=1e-6
     )
-    images = np.random.default_rng(0).random((2, 3, 5, 5))
-    smoothed = median_smooth(images, 2, (3, 5, 5))
-    for i in range(2):
-        for c in range(3):
-            np.testing.assert_array_equal(
-                smoothed[i, c],
-                ndimage.median_filter(images[i, c], size=2, mode="reflect"),
-            )
+
+
+@pytest.mark.parametrize(
+    "shape, size",
+    [((3, 5, 5), 2), ((1, 7, 9), 3), ((2, 5, 5), 4), ((10,), 2), ((6, 7), 3)],
+)
+def test_torch_median_filter_is_scipys(shape, size):
+    X = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    footprint = (1, 1, size, size) if len(shape) == 3 else (1,) + (size,) * len(shape)
+    np.testing.assert_array_equal(
+        torch_median_smooth(torch.as_tensor(X), size, shape).numpy(),
+        ndimage.median_filter(X, size=footprint, mode="reflect"),
+    )
+
+
+def test_torch_decision_function_is_the_decision_function(digits):
+    detector = FeatureSqueezingDetector(digits.net).fit(digits.X_train)
+    X = np.concatenate([digits.X_test[:20], digits.X_adv[:20]])
+    x = torch.as_tensor(X).requires_grad_()
+    decision = detector.torch_decision_function(x)
+    np.testing.assert_array_equal(
+        decision.detach().numpy(), detector.decision_function(X)
+    )
+    # Gradients reach the input through both squeezers (straight through the
+    # rounding, to the selected values of the median) and the model.
+    decision.sum().backward()
+    assert x.grad.abs().sum(dim=(1, 2, 3)).gt(0).all()
 
 
 def test_detects_fgsm_on_digits(digits, bits):
