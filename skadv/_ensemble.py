@@ -5,6 +5,8 @@ import numbers
 import numpy as np
 from sklearn.base import OutlierMixin, _fit_context, clone
 from sklearn.ensemble._base import _fit_single_estimator
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, _safe_indexing, check_random_state, get_tags
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import _BaseComposition
@@ -22,6 +24,7 @@ from skadv._conformal import (
     split_calibration,
     warn_small_classes,
 )
+from skadv._frozen_model import FrozenModelMixin, shared_transforms
 
 
 class EnsembleDetector(OutlierMixin, _BaseComposition):
@@ -40,6 +43,15 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
     ``contamination`` on new benign rows, on average over the calibration
     draw (the realised rate spreads as :func:`calibration_fpr_distribution`
     describes).
+
+    Members that are pipelines starting with a view of the same model
+    (:class:`ExplanationTransformer` with ``"saliency"`` or
+    ``"input_x_gradient"``, :class:`RawInputTransformer`,
+    :class:`ActivationTransformer`) share the model's passes when scoring: one
+    forward pass per batch, with the hooks of every activation view, and one
+    backward pass for every gradient map. Their scores are the ones each
+    member computes on its own, bit for bit on the CPU. Other members, and
+    other explanation methods, run the model on their own.
 
     Parameters
     ----------
@@ -299,9 +311,38 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         check_is_fitted(self)
         return self.detectors_[0].n_features_in_
 
-    def _member_scores(self, X):
+    def _view_outputs(self, X):
+        """The output of each member's view of a model, from shared passes.
+
+        Members that are pipelines starting with a view of a model (an
+        :class:`ExplanationTransformer`, :class:`RawInputTransformer`,
+        :class:`ActivationTransformer`) get their view's output from
+        :func:`shared_transforms`: the views of the same model share one
+        forward (and backward) pass. A list aligned with ``detectors_``, None
+        for the other members.
+        """
+        views = [member_view(d) for d in self.detectors_]
+        shared = [i for i, view in enumerate(views) if view is not None]
+        outputs = [None] * len(views)
+        for i, output in zip(
+            shared, shared_transforms([views[i] for i in shared], X), strict=True
+        ):
+            outputs[i] = output
+        return outputs
+
+    def _member_scores(self, X, view_outputs=None):
+        if view_outputs is None:
+            view_outputs = self._view_outputs(X)
         scores = np.column_stack(
-            [np.asarray(d.score_samples(X), dtype=np.float64) for d in self.detectors_]
+            [
+                np.asarray(
+                    d.score_samples(X)
+                    if Xt is None
+                    else after_view(d, Xt, "score_samples"),
+                    dtype=np.float64,
+                )
+                for d, Xt in zip(self.detectors_, view_outputs, strict=True)
+            ]
         )
         if np.isnan(scores).any():
             names = [
@@ -350,13 +391,27 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
             ``combine="bonferroni"``, in ``[k / (n + 1), 1]``).
         """
         check_is_fitted(self)
-        scores = self._member_scores(X)
+        return self._p_value(X, self._member_scores(X))
+
+    def _p_value(self, X, scores):
         p = np.empty(len(scores), dtype=np.float64)
         for rows, reference in calibration_groups(self, X, len(scores)):
             p[rows] = conformal_combined_p_values(
                 self.calibration_scores_[reference], scores[rows], self.combine
             )
         return p
+
+    def _method_from_views(self, method, X, view_outputs):
+        """``method(X)`` from the members' view outputs (:meth:`_view_outputs`),
+        for a caller that read the predicted class off the same passes."""
+        p = self._p_value(X, self._member_scores(X, view_outputs))
+        if method in ("p_value", "score_samples"):
+            return p
+        if method == "decision_function":
+            return p - self.offset_
+        if method == "predict":
+            return np.where(p - self.offset_ < 0, -1, 1)
+        raise ValueError(f"Unknown method {method!r}.")
 
     def score_samples(self, X):
         """The combined p-value: higher for more benign rows.
@@ -467,8 +522,14 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
 
 
 def _torch_member_scores(member, X, module):
-    """A member pipeline's ``score_samples`` of a tensor, through its torch path."""
+    """A member's ``score_samples`` of a tensor, through its torch path.
+
+    A pipeline of a view and a detector, or a detector that runs the model on
+    the inputs itself (:class:`FeatureSqueezingDetector`).
+    """
     steps = getattr(member, "steps", None)
+    if steps is None and hasattr(member, "torch_score_samples"):
+        return member.torch_score_samples(X, module=module)
     if (
         steps is None
         or len(steps) != 2
@@ -477,7 +538,8 @@ def _torch_member_scores(member, X, module):
     ):
         raise TypeError(
             "torch_decision_function needs members that are pipelines of a view "
-            "with torch_transform and a detector with torch_score_samples; got "
+            "with torch_transform and a detector with torch_score_samples, or "
+            "detectors with torch_score_samples of the inputs; got "
             f"{type(member).__name__}."
         )
     view, final = steps[0][1], steps[1][1]
@@ -486,3 +548,40 @@ def _torch_member_scores(member, X, module):
 
 def _is_drop(detector):
     return isinstance(detector, str) and detector == "drop"
+
+
+def unfrozen(detector):
+    """The estimator inside a FrozenEstimator, or ``detector`` itself."""
+    return detector.estimator if isinstance(detector, FrozenEstimator) else detector
+
+
+def member_view(detector):
+    """The first step of a fitted pipeline when it is a view of a model, else None.
+
+    A view here is an estimator that runs a frozen model on the raw inputs
+    (:class:`FrozenModelMixin`) and is followed by the rest of the pipeline.
+    """
+    inner = unfrozen(detector)
+    if not isinstance(inner, Pipeline) or len(inner.steps) < 2:
+        return None
+    view = inner.steps[0][1]
+    if not (
+        isinstance(view, FrozenModelMixin)
+        and hasattr(view, "transform")
+        and hasattr(view, "module_")
+    ):
+        return None
+    return view
+
+
+def after_view(detector, Xt, method):
+    """``method`` of a pipeline whose first step's output ``Xt`` is given.
+
+    What ``Pipeline`` does after its first step: the other transformers'
+    ``transform``, then the final step's ``method``.
+    """
+    steps = unfrozen(detector).steps[1:]
+    for _, step in steps[:-1]:
+        if step is not None and step != "passthrough":
+            Xt = step.transform(Xt)
+    return getattr(steps[-1][1], method)(Xt)

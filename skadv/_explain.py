@@ -14,7 +14,11 @@ from sklearn.utils.validation import (
     check_memory,
 )
 
-from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
+from skadv._frozen_model import (
+    MODEL_PARAMETER_CONSTRAINTS,
+    FrozenModelMixin,
+    ModelPass,
+)
 from skadv._scoring import normalize_attributions
 from skadv._torch_utils import (
     array_digest,
@@ -196,7 +200,10 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
     For ``"saliency"``, ``"input_x_gradient"`` and ``"guided_backprop"`` the
     predicted class and its attribution come from a single forward and
     backward pass. The other methods need one extra forward pass to fix the
-    target class before attributing.
+    target class before attributing. In an :class:`EnsembleDetector` (or a
+    :class:`GuardedClassifier`), ``"saliency"`` and ``"input_x_gradient"``
+    maps are read off the forward and backward pass that the other views of
+    the same model share, with the same values as :meth:`transform`'s.
 
     References
     ----------
@@ -361,10 +368,7 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
         """Maps of validated 2-D inputs, batch by batch."""
         n_samples = X.shape[0]
         out = np.empty((n_samples, 1 + self._n_map_features()), dtype=np.float32)
-        params = {
-            **_DEFAULT_METHOD_PARAMS.get(self.method, {}),
-            **(self.method_params or {}),
-        }
+        params = self._method_params()
         batches = self._batches(X)
         if self.verbose:
             from tqdm.auto import tqdm
@@ -382,20 +386,63 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
             for start, stop, batch in batches:
                 batch.requires_grad_()
                 predicted, attr = self._attribute(batch, params)
-                finite = torch.isfinite(attr.flatten(1)).all(dim=1)
-                if not finite.all():
-                    row = start + int(torch.nonzero(~finite)[0, 0])
-                    raise ValueError(
-                        f"The attributions of X[{row}] are not finite (they overflow "
-                        f"{attr.dtype}): X holds values far outside the model's "
-                        "input range."
-                    )
-                maps = normalize_attributions(
-                    attr.detach(), self.normalize, self._channels_first
-                )
-                out[start:stop, 0] = predicted.cpu().numpy()
-                out[start:stop, 1:] = maps.cpu().numpy()
+                out[start:stop] = self._rows(predicted, attr, start)
         return out
+
+    def _rows(self, predicted, attr, start):
+        """Output rows: the predicted class, then the normalised map."""
+        finite = torch.isfinite(attr.flatten(1)).all(dim=1)
+        if not finite.all():
+            row = start + int(torch.nonzero(~finite)[0, 0])
+            raise ValueError(
+                f"The attributions of X[{row}] are not finite (they overflow "
+                f"{attr.dtype}): X holds values far outside the model's "
+                "input range."
+            )
+        maps = normalize_attributions(
+            attr.detach(), self.normalize, self._channels_first
+        )
+        rows = np.empty((maps.shape[0], 1 + maps.shape[1]), dtype=np.float32)
+        rows[:, 0] = predicted.cpu().numpy()
+        rows[:, 1:] = maps.cpu().numpy()
+        return rows
+
+    def _pass_request(self):
+        """The input gradient of a shared pass, for the gradient methods.
+
+        Saliency and input x gradient are the input gradient of the predicted
+        class's output (times the input): read off a :class:`ModelPass` that
+        other views of the model share, instead of captum running the model
+        again. Other methods, extra captum arguments and cached maps
+        (``memory``) run on their own.
+        """
+        params = self._method_params()
+        shareable = (self.method == "saliency" and set(params) <= {"abs"}) or (
+            self.method == "input_x_gradient" and not params
+        )
+        if not shareable or needs_key(check_memory(self.memory)):
+            return None
+        return {"gradient": True}
+
+    def _pass_rows(self, model_pass, start):
+        return self._rows(
+            model_pass.predicted, self._pass_attribution(model_pass), start
+        )
+
+    def _pass_attribution(self, model_pass):
+        """The map of a :class:`ModelPass` with its input gradient (captum's)."""
+        attr = model_pass.input_gradient
+        if self.method == "input_x_gradient":
+            return attr * model_pass.inputs
+        if self._method_params().get("abs", False):
+            return attr.abs()
+        return attr
+
+    def _method_params(self):
+        return {
+            **_DEFAULT_METHOD_PARAMS.get(self.method, {}),
+            **(self.method_params or {}),
+        }
 
     def torch_transform(self, X, *, module=None):
         """:meth:`transform` of a torch tensor, differentiable in ``X``.
@@ -442,15 +489,11 @@ class ExplanationTransformer(FrozenModelMixin, TransformerMixin, BaseEstimator):
             )
         module = self.module_ if module is None else module
         x = X.reshape(X.shape[0], *self.input_shape_)
-        if not x.requires_grad:  # the map is a gradient: it needs one
-            x = x.detach().requires_grad_()
         with eval_mode(module), differentiable_attention():
-            logits = module(x)
-            predicted = logits.argmax(dim=1)
-            chosen = logits.gather(1, predicted[:, None]).sum()
-            (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
-        attr = grad * x if self.method == "input_x_gradient" else grad
+            model_pass = ModelPass(module, x, gradient=True, create_graph=True)
+        attr = self._pass_attribution(model_pass)
         maps = normalize_attributions(attr, self.normalize, self._channels_first)
+        predicted = model_pass.predicted
         return torch.cat([predicted[:, None].to(maps.dtype), maps], dim=1)
 
     def _attribute(self, batch, params):

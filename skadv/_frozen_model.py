@@ -1,5 +1,7 @@
-"""FrozenModelMixin: what every estimator that runs the user's trained model shares."""
+"""FrozenModelMixin: what every estimator that runs the user's trained model shares,
+and the model pass that several of them read at once."""
 
+import contextlib
 import copy
 import io
 import numbers
@@ -255,6 +257,21 @@ class FrozenModelMixin:
             batch = torch.tensor(X[start:stop], dtype=dtype, device=self.device_)
             yield start, stop, batch.reshape(stop - start, *self.input_shape_)
 
+    def _pass_request(self):
+        """What this estimator reads off a :class:`ModelPass`, as its keywords.
+
+        ``None``: it cannot read a shared pass and runs the model on its own
+        (:func:`shared_transforms` then calls its ``transform``).
+        """
+        return None
+
+    def _pass_rows(self, model_pass, start):
+        """Output rows (a float32 array) of the batch of ``model_pass``.
+
+        ``start`` is the index of the batch's first row in ``X``, for errors.
+        """
+        raise NotImplementedError
+
     def _as_logits(self, output):
         """The model's output as logits (the log of a probability output)."""
         if self._probabilities:
@@ -262,3 +279,133 @@ class FrozenModelMixin:
             # skorch's own (NeuralNetClassifier.get_loss).
             return torch.log(output + torch.finfo(output.dtype).eps)
         return output
+
+
+class ModelPass:
+    """One forward pass of a model on a batch, and at most one backward pass.
+
+    What the views read: the model's outputs and predicted classes, the
+    activations of named layers (captured by forward hooks during the same
+    forward pass) and, with ``gradient``, the gradient of each input's
+    predicted-class output with respect to the input (the saliency map). Built
+    once per batch and read by every view of the same model, so an ensemble of
+    views costs one pass of the model, not one per view.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model, already in the mode it should run in.
+
+    batch : torch.Tensor
+        Model-shaped inputs.
+
+    gradient : bool, default=False
+        Also compute ``input_gradient`` (one backward pass).
+
+    layers : iterable of (str, bool), default=()
+        ``(name, capture_input)`` pairs: the input (True) or output (False) of
+        the submodule ``name`` is kept in ``activations[(name, capture_input)]``
+        (its last call's, if it runs more than once); a layer that does not
+        run is missing from ``activations``.
+
+    create_graph : bool, default=False
+        Keep the graph of ``input_gradient`` (attacks differentiate it).
+    """
+
+    def __init__(self, module, batch, *, gradient=False, layers=(), create_graph=False):
+        layers = sorted(set(layers))
+        self.activations = {}
+        handles = []
+        for name, capture_input in layers:
+
+            def hook(_module, inputs, output, key=(name, capture_input)):
+                self.activations[key] = inputs[0] if key[1] else output
+
+            handles.append(module.get_submodule(name).register_forward_hook(hook))
+        if gradient and not batch.requires_grad:  # the map is a gradient: it needs one
+            batch = batch.detach().requires_grad_()
+        self.inputs = batch
+        try:
+            with torch.enable_grad() if gradient else contextlib.nullcontext():
+                self.outputs = module(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.predicted = self.outputs.argmax(dim=1)
+        self.input_gradient = None
+        if gradient:
+            # The gradient captum's Saliency computes (the sum's gradient is
+            # each input's own, as inputs do not interact in eval mode).
+            chosen = self.outputs.gather(1, self.predicted[:, None]).sum()
+            (self.input_gradient,) = torch.autograd.grad(
+                chosen, batch, create_graph=create_graph
+            )
+
+
+def shared_transforms(transformers, X):
+    """``[t.transform(X) for t in transformers]``, one model pass per batch.
+
+    Fitted transformers of the same model (the same module on the same device,
+    with the same input shape and batch size) that can read a shared
+    :class:`ModelPass` (``_pass_request`` is not None) are computed together:
+    one forward pass of each batch, with the hooks all of them need, and one
+    backward pass when any needs the input gradient. Each output is the one
+    its own ``transform`` returns (the same batches through the same model:
+    equal bit for bit on the CPU, which the tests check). The others run on
+    their own.
+
+    Parameters
+    ----------
+    transformers : list of fitted FrozenModelMixin transformers
+        Views of a model (``ExplanationTransformer``, ``RawInputTransformer``,
+        ``ActivationTransformer``...).
+
+    X : array-like of shape (n_samples, ...)
+        Inputs.
+
+    Returns
+    -------
+    outputs : list of ndarray
+        Each transformer's output, in order.
+    """
+    outputs = [None] * len(transformers)
+    groups = {}
+    for i, transformer in enumerate(transformers):
+        request = transformer._pass_request()
+        if request is None:
+            outputs[i] = transformer.transform(X)
+            continue
+        key = (
+            id(transformer.module_),
+            transformer.device_,
+            tuple(transformer.input_shape_),
+            transformer.batch_size,
+        )
+        groups.setdefault(key, []).append((i, request))
+    for group in groups.values():
+        if len(group) == 1:
+            i = group[0][0]
+            outputs[i] = transformers[i].transform(X)
+            continue
+        members = [transformers[i] for i, _ in group]
+        # Each one validates X (feature names, widths) as its transform would.
+        X_valid = [t._validate_input(X, reset=False)[0] for t in members][0]
+        request = {
+            "gradient": any(r.get("gradient", False) for _, r in group),
+            "layers": {layer for _, r in group for layer in r.get("layers", ())},
+        }
+        lead = members[0]
+        group_outputs = [None] * len(members)
+        with eval_mode(lead.module_):
+            for start, stop, batch in lead._batches(X_valid):
+                model_pass = ModelPass(lead.module_, batch, **request)
+                for j, transformer in enumerate(members):
+                    rows = transformer._pass_rows(model_pass, start)
+                    if group_outputs[j] is None:
+                        group_outputs[j] = np.empty(
+                            (X_valid.shape[0], rows.shape[1]), dtype=np.float32
+                        )
+                    group_outputs[j][start:stop] = rows
+        for (i, _), output in zip(group, group_outputs, strict=True):
+            outputs[i] = output
+    return outputs

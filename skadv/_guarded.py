@@ -6,12 +6,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
-from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from skadv._ensemble import EnsembleDetector, after_view, member_view, unfrozen
 from skadv._explain import ExplanationTransformer
 from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
 from skadv._torch_utils import eval_mode, unwrap_model
@@ -20,11 +20,6 @@ from skadv._views import BaseView
 # Transformers whose output column 0 is the model's predicted class (arg-max
 # of its logits), computed in the same forward pass as the view itself.
 _CLASS_WRITING_VIEWS = (ExplanationTransformer, BaseView)
-
-
-def _unfrozen(detector):
-    """The estimator inside a FrozenEstimator, or ``detector`` itself."""
-    return detector.estimator if isinstance(detector, FrozenEstimator) else detector
 
 
 def _is_fitted(detector):
@@ -39,7 +34,7 @@ def _final_has(detector, method):
     """Whether ``detector``, or the last step of a pipeline, has ``method``."""
     if hasattr(detector, method):
         return True
-    inner = _unfrozen(detector)
+    inner = unfrozen(detector)
     if isinstance(inner, Pipeline):
         return hasattr(inner.steps[-1][1], method)
     return False
@@ -72,10 +67,11 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
 
     When the detector is a pipeline whose first step is a view of the same
     model (:class:`ExplanationTransformer`, :class:`RawInputTransformer`,
-    :class:`ActivationTransformer`), the predicted class is read from the
-    view's column 0: prediction and detection share one forward (and, for
-    explanations, backward) pass of the model. Other detectors cost one more
-    forward pass for the prediction.
+    :class:`ActivationTransformer`), or an :class:`EnsembleDetector` with such
+    a member, the predicted class is read from the view's column 0:
+    prediction and detection share one forward (and, for explanations,
+    backward) pass of the model, which an ensemble's views of the model share
+    too. Other detectors cost one more forward pass for the prediction.
 
     Parameters
     ----------
@@ -128,7 +124,7 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
 
     shares_forward_pass_ : bool
         Whether :meth:`predict` reads the predicted class from the detector's
-        view (no forward pass of its own).
+        view, or from an ensemble member's view (no forward pass of its own).
 
     module_ : torch.nn.Module
         The module run by :meth:`predict_proba` (the model, or its copy on
@@ -242,18 +238,27 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
         return self
 
     def _find_view(self):
-        """The detector's first step when it writes this model's predicted class."""
-        inner = _unfrozen(self.detector_)
-        if not isinstance(inner, Pipeline) or len(inner.steps) < 2:
-            return None
-        view = inner.steps[0][1]
-        if not isinstance(view, _CLASS_WRITING_VIEWS):
-            return None
-        try:
-            same_model = unwrap_model(view.model) is unwrap_model(self.model)
-        except (TypeError, NotFittedError):
-            return None
-        return view if same_model else None
+        """The view of this model whose column 0 gives the predicted class.
+
+        The first step of a pipeline detector, or of the first member of an
+        :class:`EnsembleDetector` that is such a pipeline; None when the
+        detector has no view of this model.
+        """
+        inner = unfrozen(self.detector_)
+        if isinstance(inner, EnsembleDetector):
+            views = [member_view(d) for d in getattr(inner, "detectors_", ())]
+        else:
+            views = [member_view(inner)]
+        for view in views:
+            if not isinstance(view, _CLASS_WRITING_VIEWS):
+                continue
+            try:
+                same_model = unwrap_model(view.model) is unwrap_model(self.model)
+            except (TypeError, NotFittedError):
+                continue
+            if same_model:
+                return view
+        return None
 
     def _check_input_shape(self, X, sample_shape):
         view_shape = getattr(self._view, "input_shape_", None)
@@ -311,35 +316,51 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
 
     # ---------------------------------------------------------- prediction
 
-    def _detector_method(self, X, Xt, method):
-        """``method`` of the fitted detector on ``X``; on the view output ``Xt``
-        when the class was read from a shared view."""
+    def _detector_method(self, X, shared, method):
+        """``method`` of the fitted detector on ``X``; from the view outputs of
+        :meth:`_view_output` when the class was read from a shared pass."""
         detector = self.detector_
-        if Xt is None and hasattr(detector, method):
+        if shared is not None:
+            Xt, member_outputs = shared
+            if member_outputs is not None:
+                ensemble = unfrozen(detector)
+                return ensemble._method_from_views(method, X, member_outputs)
+            return np.asarray(after_view(detector, Xt, method))
+        if hasattr(detector, method):
             return np.asarray(getattr(detector, method)(X))
-        steps = _unfrozen(detector).steps
-        if Xt is None:
-            Xt, tail = X, steps
-        else:
-            tail = steps[1:]
-        for _, step in tail[:-1]:
+        Xt, steps = X, unfrozen(detector).steps
+        for _, step in steps[:-1]:
             if step is not None and step != "passthrough":
                 Xt = step.transform(Xt)
-        return np.asarray(getattr(tail[-1][1], method)(Xt))
+        return np.asarray(getattr(steps[-1][1], method)(Xt))
 
     def _view_output(self, X):
-        """The shared view's output, or None when the model runs on its own."""
-        return None if self._view is None else self._view.transform(X)
+        """``(Xt, member_outputs)`` of the shared pass, or None when the model
+        runs on its own.
+
+        ``Xt`` is the output of the view that gives the class; for an
+        ensemble, ``member_outputs`` holds every member view's output, all of
+        them from the same passes of the model (see
+        :meth:`EnsembleDetector._view_outputs`), else it is None.
+        """
+        if self._view is None:
+            return None
+        inner = unfrozen(self.detector_)
+        if not isinstance(inner, EnsembleDetector):
+            return self._view.transform(X), None
+        outputs = inner._view_outputs(X)
+        index = [member_view(d) for d in inner.detectors_].index(self._view)
+        return outputs[index], outputs
 
     def _score_method(self):
         if _final_has(self.detector_, "p_value"):
             return "p_value"
         return "decision_function"
 
-    def _model_classes(self, X, Xt):
+    def _model_classes(self, X, shared):
         """Indices of the model's predicted classes."""
-        if Xt is not None:
-            return Xt[:, 0].astype(np.intp)
+        if shared is not None:
+            return shared[0][:, 0].astype(np.intp)
         return self._logits(X).argmax(axis=1)
 
     def _logits(self, X):
@@ -359,9 +380,9 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
 
     def _predict(self, X):
         check_is_fitted(self)
-        Xt = self._view_output(X)
-        flagged = self._detector_method(X, Xt, "predict") == -1
-        return self._model_classes(X, Xt), flagged, Xt
+        shared = self._view_output(X)
+        flagged = self._detector_method(X, shared, "predict") == -1
+        return self._model_classes(X, shared), flagged, shared
 
     def predict(self, X):
         """The model's predicted class, or ``reject_label`` where flagged.
@@ -478,8 +499,8 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,)
             :meth:`detector_score`.
         """
-        indices, flagged, Xt = self._predict(X)
-        scores = self._detector_method(X, Xt, self._score_method())
+        indices, flagged, shared = self._predict(X)
+        scores = self._detector_method(X, shared, self._score_method())
         return self._labels(indices, flagged), self.predict_proba(X), scores
 
     def __call__(self, x):

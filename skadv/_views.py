@@ -16,7 +16,11 @@ from sklearn.utils.validation import (
     check_is_fitted,
 )
 
-from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
+from skadv._frozen_model import (
+    MODEL_PARAMETER_CONSTRAINTS,
+    FrozenModelMixin,
+    ModelPass,
+)
 from skadv._torch_utils import (
     differentiable_attention,
     eval_mode,
@@ -26,15 +30,15 @@ from skadv._torch_utils import (
 class BaseView(FrozenModelMixin, TransformerMixin, BaseEstimator):
     """A transformer that writes the predicted class, then a view of each input.
 
-    Subclasses implement :meth:`_view_batch`, which maps a batch of model-shaped
-    inputs to the predicted classes and the view's flat features, and set
+    Subclasses implement :meth:`_read_pass`, which reads the predicted classes
+    and the view's features off a :class:`ModelPass` of a batch (built with
+    the keywords of :meth:`_pass_request`: the layers to hook), and set
     ``_feature_prefix`` (the output columns are ``"predicted_class"``, then
-    ``f"{_feature_prefix}{i}"``). ``_needs_grad`` turns autograd on for views
-    that differentiate the model (explanations).
+    ``f"{_feature_prefix}{i}"``). Views of the same model share one pass in
+    :func:`shared_transforms`.
     """
 
     _feature_prefix = "feature"
-    _needs_grad = False
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -82,26 +86,34 @@ class BaseView(FrozenModelMixin, TransformerMixin, BaseEstimator):
     def _view(self, X):
         """Rows of validated 2-D inputs, batch by batch."""
         out = None
-        with eval_mode(self.module_), torch.set_grad_enabled(self._needs_grad):
+        request = self._pass_request()
+        with eval_mode(self.module_), torch.no_grad():
             for start, stop, batch in self._batches(X):
-                predicted, features = self._view_batch(batch, self.module_)
-                features = features.detach().flatten(1)
-                if not torch.isfinite(features).all():
-                    row = start + int(
-                        torch.nonzero(~torch.isfinite(features).all(dim=1))[0, 0]
-                    )
-                    raise ValueError(
-                        f"The {self._feature_prefix} features of X[{row}] are not "
-                        "finite: X holds values far outside the model's input range."
-                    )
+                rows = self._pass_rows(ModelPass(self.module_, batch, **request), start)
                 if out is None:
-                    out = np.empty((X.shape[0], 1 + features.shape[1]), np.float32)
-                out[start:stop, 0] = predicted.cpu().numpy()
-                out[start:stop, 1:] = features.float().cpu().numpy()
+                    out = np.empty((X.shape[0], rows.shape[1]), np.float32)
+                out[start:stop] = rows
         return out
 
-    def _view_batch(self, batch, module):
-        """Return ``(predicted, features)`` tensors for one batch of inputs."""
+    def _pass_request(self):
+        return {}
+
+    def _pass_rows(self, model_pass, start):
+        predicted, features = self._read_pass(model_pass)
+        features = features.detach().flatten(1)
+        if not torch.isfinite(features).all():
+            row = start + int(torch.nonzero(~torch.isfinite(features).all(dim=1))[0, 0])
+            raise ValueError(
+                f"The {self._feature_prefix} features of X[{row}] are not "
+                "finite: X holds values far outside the model's input range."
+            )
+        rows = np.empty((features.shape[0], 1 + features.shape[1]), np.float32)
+        rows[:, 0] = predicted.cpu().numpy()
+        rows[:, 1:] = features.float().cpu().numpy()
+        return rows
+
+    def _read_pass(self, model_pass):
+        """Return ``(predicted, features)`` tensors read off a :class:`ModelPass`."""
         raise NotImplementedError
 
     def torch_transform(self, X, *, module=None):
@@ -129,7 +141,9 @@ class BaseView(FrozenModelMixin, TransformerMixin, BaseEstimator):
         module = self.module_ if module is None else module
         x = X.reshape(X.shape[0], *self.input_shape_)
         with eval_mode(module), differentiable_attention():
-            predicted, features = self._view_batch(x, module)
+            predicted, features = self._read_pass(
+                ModelPass(module, x, **self._pass_request())
+            )
         features = features.flatten(1).float()
         return torch.cat([predicted[:, None].to(features.dtype), features], dim=1)
 
@@ -263,14 +277,15 @@ class RawInputTransformer(BaseView):
         self.batch_size = batch_size
         self.device = device
 
-    def _view_batch(self, batch, module):
-        predicted = module(batch).argmax(dim=1)
+    def _read_pass(self, model_pass):
+        predicted, batch = model_pass.predicted, model_pass.inputs
         if self.bit_depth is None:
             return predicted, batch
         if batch.numel() and (batch.min() < 0 or batch.max() > 1):
             raise ValueError(
                 f"bit_depth={self.bit_depth} rounds inputs in [0, 1], but X holds "
-                f"values in [{float(batch.min()):.4g}, {float(batch.max()):.4g}]: "
+                f"values in [{float(batch.detach().min()):.4g}, "
+                f"{float(batch.detach().max()):.4g}]: "
                 "scale the inputs to [0, 1] or use bit_depth=None."
             )
         return predicted, _StraightThroughRound.apply(batch, 2**self.bit_depth - 1)
@@ -428,25 +443,17 @@ class ActivationTransformer(BaseView):
         self._capture_input = self.layer is None
         super()._fit_view(X)
 
-    def _view_batch(self, batch, module):
-        captured = []
-        capture_input = self._capture_input
+    def _pass_request(self):
+        return {"layers": [(self.layer_, self._capture_input)]}
 
-        def hook(module, inputs, output):
-            captured.append(inputs[0] if capture_input else output)
-
-        target = module.get_submodule(self.layer_)
-        handle = target.register_forward_hook(hook)
-        try:
-            logits = module(batch)
-        finally:
-            handle.remove()
-        if not captured:
+    def _read_pass(self, model_pass):
+        batch = model_pass.inputs
+        activations = model_pass.activations.get((self.layer_, self._capture_input))
+        if activations is None:
             raise ValueError(
                 f"layer {self.layer_!r} did not run in the model's forward pass: "
                 "choose a module that the forward pass calls."
             )
-        activations = captured[-1]
         if isinstance(activations, (tuple, list)):
             activations = activations[0]
         if not isinstance(activations, torch.Tensor) or (
@@ -456,4 +463,4 @@ class ActivationTransformer(BaseView):
                 f"layer {self.layer_!r} must output a tensor with one row per "
                 f"input; got {getattr(activations, 'shape', type(activations))}."
             )
-        return logits.argmax(dim=1), activations.reshape(batch.shape[0], -1)
+        return model_pass.predicted, activations.reshape(batch.shape[0], -1)

@@ -16,10 +16,13 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skadv import (
+    ActivationTransformer,
+    ClassConditionalGaussianDetector,
     ConformalDetector,
     EnsembleDetector,
     ExplanationReconstructionDetector,
     ExplanationTransformer,
+    RawInputTransformer,
     conformal_combined_p_values,
     conformal_p_values,
     make_reconstructor,
@@ -196,6 +199,73 @@ def test_grid_search_over_member_parameters(digits_attack, digits_ensemble):
         )
     )
     assert scores["drop50"] < scores["drop2"] - 0.2
+
+
+def _view_members(net):
+    """Three views of one model, each with its detector."""
+
+    def reconstruction():
+        return ExplanationReconstructionDetector(
+            reconstructor=make_reconstructor(max_epochs=2), random_state=0
+        )
+
+    return [
+        ("saliency", make_pipeline(ExplanationTransformer(net), reconstruction())),
+        (
+            "pixels",
+            make_pipeline(RawInputTransformer(net, bit_depth=1), reconstruction()),
+        ),
+        (
+            "activations",
+            make_pipeline(
+                ActivationTransformer(net), ClassConditionalGaussianDetector()
+            ),
+        ),
+    ]
+
+
+def test_views_of_one_model_share_its_passes(digits_fgsm):
+    """Members' views of one model read one forward and one backward pass per
+    batch; every score is the member's own, bit for bit."""
+    net = digits_fgsm.net
+    X = np.concatenate([digits_fgsm.X_test[:150], digits_fgsm.X_adv[:100]])
+    with torch.random.fork_rng():
+        ensemble = EnsembleDetector(
+            _view_members(net), combine="bonferroni", random_state=0
+        ).fit(digits_fgsm.X_train[:500])
+    own = np.column_stack([d.score_samples(X) for d in ensemble.detectors_])
+    np.testing.assert_array_equal(ensemble._member_scores(X), own)
+    np.testing.assert_array_equal(
+        ensemble.p_value(X),
+        conformal_combined_p_values(ensemble.calibration_scores_, own, "bonferroni"),
+    )
+    calls = {"forward": 0, "backward": 0}
+
+    def count_backward(grad):
+        calls["backward"] += 1
+
+    def on_output(layer, inputs, output):
+        calls["forward"] += 1
+        if output.requires_grad:
+            output.register_hook(count_backward)
+
+    handle = net.module_.register_forward_hook(on_output)
+    try:
+        ensemble.decision_function(X)
+    finally:
+        handle.remove()
+    assert calls == {"forward": 1, "backward": 1}  # 250 rows: one batch of 256
+    # The attacks' torch path: every member through its own torch_transform.
+    two = EnsembleDetector(_view_members(net)[:2], combine="bonferroni", random_state=0)
+    with torch.random.fork_rng():
+        two.fit(digits_fgsm.X_train[:500])
+    x = torch.tensor(X[:40], requires_grad=True)
+    decision = two.torch_decision_function(x)
+    np.testing.assert_allclose(
+        decision.detach().numpy(), two.decision_function(X[:40]), atol=1e-6
+    )
+    (grad,) = torch.autograd.grad(decision.sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_get_set_params_and_clone():

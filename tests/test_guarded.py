@@ -252,13 +252,23 @@ def test_p_values_from_an_ensemble(digits):
         random_state=0,
     )
     guard = GuardedClassifier(net, ensemble, reject_label=10).fit(X_train)
-    assert not guard.shares_forward_pass_
+    # The members' views and the guard's prediction: one pass of the model.
+    assert guard.shares_forward_pass_
+    assert guard._view is guard.detector_.detectors_[0][0]
+    calls = []
+    handle = net.module_.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        labels = guard.predict(X)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # 240 rows: one batch of 256
     p = guard.p_value(X)
     np.testing.assert_array_equal(p, guard.detector_.p_value(X))
     np.testing.assert_array_equal(guard.detector_score(X), p)
     n_calibration = len(guard.detector_.calibration_scores_)
     assert p.min() >= 1 / (n_calibration + 1) and p.max() <= 1
-    labels, proba, scores = guard.predict_with_scores(X)
+    labels2, proba, scores = guard.predict_with_scores(X)
+    np.testing.assert_array_equal(labels2, labels)
     np.testing.assert_array_equal(scores, p)
     np.testing.assert_array_equal(labels == 10, p < 0.05)
     model = _model_argmax(net, X)

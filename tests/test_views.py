@@ -237,3 +237,96 @@ def test_reconstruction_detector_on_raw_inputs(digits):
     labels = np.r_[np.ones(len(benign)), -np.ones(len(adversarial))]
     auc = detection_roc_auc(labels, -np.r_[benign, adversarial])
     assert auc > 0.92
+
+
+def _pass_counter(module, last_layer):
+    """Count the forward passes of ``module`` and the backward passes through
+    ``last_layer``; returns the counts and the hook handles."""
+    calls = {"forward": 0, "backward": 0}
+
+    def forward(*args):
+        calls["forward"] += 1
+
+    def backward_through(layer, inputs, output):
+        if output.requires_grad:
+            output.register_hook(
+                lambda grad: calls.__setitem__("backward", 1 + calls["backward"])
+            )
+
+    handles = [
+        module.register_forward_hook(forward),
+        module.get_submodule(last_layer).register_forward_hook(backward_through),
+    ]
+    return calls, handles
+
+
+def test_views_of_one_model_share_one_pass_with_identical_outputs(digits):
+    """Every view's output from the shared pass is its own transform's, bit for
+    bit; views of one model with one batch size share one forward and one
+    backward pass per batch; the others run on their own."""
+    from skadv import ExplanationTransformer
+    from skadv._frozen_model import shared_transforms
+
+    net, X = digits.net, np.concatenate([digits.X_test[:150], digits.X_adv[:100]])
+    shared = [
+        ExplanationTransformer(net, batch_size=100),
+        ExplanationTransformer(net, method="input_x_gradient", batch_size=100),
+        ExplanationTransformer(
+            net, normalize="max", method_params={"abs": True}, batch_size=100
+        ),
+        RawInputTransformer(net, bit_depth=1, batch_size=100),
+        ActivationTransformer(net, batch_size=100),
+        ActivationTransformer(net, layer="relu2", batch_size=100),
+    ]
+    alone = [
+        ExplanationTransformer(net, method="integrated_gradients", batch_size=100),
+        RawInputTransformer(net, batch_size=64),  # another batch size
+    ]
+    views = [v.fit(digits.X_train[:20]) for v in shared + alone]
+    assert [v._pass_request() is not None for v in views] == [True] * 6 + [False, True]
+    expected = [v.transform(X) for v in views]
+    outputs = shared_transforms(views, X)
+    for output, own in zip(outputs, expected, strict=True):
+        assert output.dtype == np.float32
+        np.testing.assert_array_equal(output, own)
+    calls, handles = _pass_counter(net.module_, "fc2")
+    try:
+        shared_transforms(shared, X)
+    finally:
+        for handle in handles:
+            handle.remove()
+    n_batches = -(-len(X) // 100)
+    assert n_batches == 3
+    assert calls == {"forward": n_batches, "backward": n_batches}
+    # Without a gradient view, no backward pass at all.
+    calls, handles = _pass_counter(net.module_, "fc2")
+    try:
+        raw, act = shared_transforms(shared[3:5], X)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == {"forward": n_batches, "backward": 0}
+    np.testing.assert_array_equal(act, expected[4])
+
+
+def test_views_share_no_pass_across_models_or_with_a_cache(digits, tmp_path):
+    from skadv import ExplanationTransformer
+    from skadv._frozen_model import shared_transforms
+
+    net, X = digits.net, digits.X_test[:50]
+    twin = torch.nn.Sequential(net.module_)  # the same weights, another module
+    cached = ExplanationTransformer(net, memory=str(tmp_path)).fit(X)
+    other = RawInputTransformer(twin).fit(X)
+    raw = RawInputTransformer(net).fit(X)
+    assert cached._pass_request() is None
+    outputs = shared_transforms([cached, other, raw], X)
+    for output, view in zip(outputs, [cached, other, raw], strict=True):
+        np.testing.assert_array_equal(output, view.transform(X))
+    # Errors are the views' own, with the row of X that causes them.
+    bad = X.copy()
+    bad[3] = 2.0
+    binarised = RawInputTransformer(net, bit_depth=1).fit(X)
+    with pytest.raises(ValueError, match=r"bit_depth=1 rounds inputs in \[0, 1\]"):
+        shared_transforms([ExplanationTransformer(net).fit(X), binarised], bad)
+    with pytest.raises(ValueError, match="X has 65 features"):
+        shared_transforms([raw, binarised], np.ones((2, 65), np.float32))
