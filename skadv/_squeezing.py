@@ -277,7 +277,8 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
             for start in range(0, X.shape[0], self.batch_size):
                 stop = min(start + self.batch_size, X.shape[0])
                 chunk = X[start:stop].reshape(stop - start, *self.input_shape_)
-                batch = torch.as_tensor(chunk, dtype=dtype, device=self.device_)
+                # A copy: X may be a read-only memory map (joblib workers).
+                batch = torch.tensor(chunk, dtype=dtype, device=self.device_)
                 distance = self._torch_distances(batch, self.module_)
                 if not torch.isfinite(distance).all():
                     row = start + int(torch.nonzero(~torch.isfinite(distance))[0, 0])

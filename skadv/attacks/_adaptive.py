@@ -150,7 +150,10 @@ def _pipeline_parts(detector):
         return view, decide
     if hasattr(detector, "torch_decision_function") and hasattr(detector, "detectors_"):
         check_is_fitted(detector)
-        view = detector.detectors_[0].steps[0][1]
+        # The model runs in every member: the first member's view (or the
+        # member itself, when it reads raw inputs) tells its shape and device.
+        first = detector.detectors_[0]
+        view = first.steps[0][1] if hasattr(first, "steps") else first
 
         def decide(x, module):
             return detector.torch_decision_function(x, module=module)
