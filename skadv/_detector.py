@@ -33,10 +33,11 @@ from skadv._torch_utils import (
 from skadv._validation import check_detection_labels, split_class_column
 
 # Rows reconstructed per forward pass when scoring: large enough to amortise
-# the call, small enough to bound memory (at most 4096 rows and 2**24 map
-# values, 64 MB of float32: 111 maps of 3x224x224).
+# the call, small enough to bound memory (at most 4096 rows and 2**22 map
+# values, 16 MB of float32: 27 maps of 3x224x224; the error's temporaries,
+# the median's sort among them, take about ten times as much).
 _SCORING_CHUNK = 4096
-_SCORING_CHUNK_VALUES = 2**24
+_SCORING_CHUNK_VALUES = 2**22
 
 
 def _is_conditional(net):
