@@ -17,16 +17,20 @@ from skadv._autoencoder import make_reconstructor
 class _FiLM(nn.Module):
     """Per-class scale and shift of the hidden channels of several layers.
 
-    One embedding row per class holds every layer's ``(gamma - 1, beta)``;
-    it starts at zero, so an untrained class is the identity (the shared
-    network alone) and each class learns only its departure from it.
+    One embedding row per class holds every layer's ``(gamma - 1, beta)``.
+    With ``std=0`` it starts at zero, so an untrained class is the identity
+    (the shared network alone) and each class learns only its departure from
+    it; a positive ``std`` starts the classes apart, on random scales and
+    shifts.
     """
 
-    def __init__(self, n_classes, widths):
+    def __init__(self, n_classes, widths, std=0.0):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         self.embedding = nn.Embedding(int(n_classes), 2 * sum(self.widths))
         nn.init.zeros_(self.embedding.weight)
+        if std > 0:
+            nn.init.normal_(self.embedding.weight, std=float(std))
 
     def forward(self, classes):
         """A list of ``(gamma, beta)`` pairs, one per layer, each (n, width)."""
@@ -64,6 +68,13 @@ class ConditionalMLPAutoencoder(nn.Module):
     hidden : int, default=64
         Width of the bottleneck.
 
+    embedding_std : float, default=0.0
+        Standard deviation of the class embedding's initial values. ``0``
+        starts every class as the shared network; a positive value starts the
+        classes on random scales and shifts of the hidden units, which keeps
+        them further apart after training and so sharpens a class-contrastive
+        score (the detector's ``contrast``). See :ref:`many_classes`.
+
     Examples
     --------
     >>> import torch
@@ -76,10 +87,10 @@ class ConditionalMLPAutoencoder(nn.Module):
     #: The detector passes the class of each row as ``forward``'s second input.
     class_conditional = True
 
-    def __init__(self, n_features, n_classes, hidden=64):
+    def __init__(self, n_features, n_classes, hidden=64, embedding_std=0.0):
         super().__init__()
         self.encoder = nn.Linear(int(n_features), int(hidden))
-        self.film = _FiLM(n_classes, [hidden])
+        self.film = _FiLM(n_classes, [hidden], std=embedding_std)
         self.decoder = nn.Sequential(
             nn.Linear(int(hidden), int(n_features)), nn.Sigmoid()
         )
@@ -117,6 +128,10 @@ class ConditionalConvAutoencoder(nn.Module):
         Downsampling factor of each encoder convolution (the decoder mirrors
         them); ``None``: 2 for each.
 
+    embedding_std : float, default=0.0
+        Standard deviation of the class embedding's initial values; see
+        :class:`ConditionalMLPAutoencoder`.
+
     Examples
     --------
     >>> import torch
@@ -131,7 +146,9 @@ class ConditionalConvAutoencoder(nn.Module):
 
     class_conditional = True
 
-    def __init__(self, input_shape, n_classes, channels=(16, 32), strides=None):
+    def __init__(
+        self, input_shape, n_classes, channels=(16, 32), strides=None, embedding_std=0.0
+    ):
         super().__init__()
         shape = tuple(int(s) for s in input_shape)
         if len(shape) == 2:
@@ -166,7 +183,9 @@ class ConditionalConvAutoencoder(nn.Module):
             )
         )
         # Every encoder output, then every decoder output but the last.
-        self.film = _FiLM(n_classes, [*channels, *reversed(channels[:-1])])
+        self.film = _FiLM(
+            n_classes, [*channels, *reversed(channels[:-1])], std=embedding_std
+        )
 
     def forward(self, maps, classes):
         """Reconstruct flat maps (n, prod(input_shape)) of classes (n,)."""

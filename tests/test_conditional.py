@@ -48,6 +48,22 @@ def test_untrained_embedding_leaves_every_class_the_shared_network():
 
 
 @pytest.mark.parametrize(
+    "module",
+    [
+        ConditionalMLPAutoencoder(16, n_classes=3, hidden=8, embedding_std=3.0),
+        ConditionalConvAutoencoder((4, 4), n_classes=3, embedding_std=3.0),
+    ],
+)
+def test_embedding_std_starts_the_classes_apart(module):
+    weights = module.film.embedding.weight.detach()
+    assert 2.5 < float(weights.std()) < 3.5
+    maps = torch.rand(4, 16)
+    with torch.no_grad():
+        first, other = module(maps, torch.zeros(4)), module(maps, torch.full((4,), 2))
+    assert float((first - other).abs().max()) > 0.01
+
+
+@pytest.mark.parametrize(
     ("shape", "strides"),
     [((9, 11), None), ((3, 224, 224), (4, 2, 2)), ((2, 5, 6), (1, 3))],
 )
