@@ -215,9 +215,7 @@ def test_save_and_load_give_identical_scores(fitted, tmp_path):
     benign, odd = make_maps()
     path = tmp_path / "conditional.skadv"
     skadv.save(fitted, path)
-    loaded = skadv.load(
-        path, modules={"ConditionalMLPAutoencoder": ConditionalMLPAutoencoder}
-    )
+    loaded = skadv.load(path)  # skadv's own module: no modules= needed
     X = np.vstack([benign[::10], odd])
     np.testing.assert_array_equal(
         loaded.decision_function(X), fitted.decision_function(X)

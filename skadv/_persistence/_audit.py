@@ -19,6 +19,7 @@ from skorch.dataset import Dataset as _SkorchDataset
 from torch.utils.data import DataLoader
 
 from skadv._autoencoder import ConvAutoencoder, MLPAutoencoder
+from skadv._conditional import ConditionalConvAutoencoder, ConditionalMLPAutoencoder
 from skadv._conformal import ConformalDetector
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._detector_classifier import DetectorClassifier
@@ -31,7 +32,15 @@ from skadv._persistence._json_values import not_storable
 from skadv._squeezing import FeatureSqueezingDetector
 from skadv._views import ActivationTransformer, RawInputTransformer
 
-SKADV_MODULES = {"MLPAutoencoder": MLPAutoencoder, "ConvAutoencoder": ConvAutoencoder}
+SKADV_MODULES = {
+    cls.__name__: cls
+    for cls in (
+        MLPAutoencoder,
+        ConvAutoencoder,
+        ConditionalMLPAutoencoder,
+        ConditionalConvAutoencoder,
+    )
+}
 
 # The estimators a file may name, by class name: every estimator skadv ships
 # and the scikit-learn compositions that hold them.
