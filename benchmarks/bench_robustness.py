@@ -43,6 +43,7 @@ SUITE = {
     "surrogates": [["straight_through", 10.0], ["straight_through", 20.0]],
     "n_targets": 8,
     "target_methods": ["orthogonal"],
+    "plain_pgd": True,
     "n_restarts": 1,
 }
 
@@ -228,7 +229,8 @@ def main(argv=None):
             attack_settings=(
                 f"L-inf, {max_iter} steps per run, signed steps from eps/8 "
                 "decaying (cosine) to eps/80, no random start; adaptive suite: "
-                f"methods {suite['methods']}, surrogates {suite['surrogates']}, "
+                + ("plain PGD first, then " if suite.get("plain_pgd") else "")
+                + f"methods {suite['methods']}, surrogates {suite['surrogates']}, "
                 f"targeted {suite['target_methods']} runs towards the "
                 f"{suite['n_targets']} most likely wrong classes after the first, "
                 f"{suite['n_restarts']} run(s) per strategy"

@@ -120,6 +120,7 @@ def test_suite_keeps_the_best_of_its_strategies(problem):
         max_iter=20,
         surrogates=[("straight_through", 10.0), ("softplus", 10.0)],
         n_targets=1,
+        plain_pgd=False,
         random_state=0,
     )
     names = [s["strategy"] for s in result.strategies]
@@ -156,9 +157,12 @@ def test_evaluate_robustness_reports_at_the_fixed_threshold(problem):
     assert (pgd["attack"], adaptive["attack"]) == ("pgd", "adaptive")
     assert adaptive["evasion_rate"] > pgd["evasion_rate"] + 0.2
     assert adaptive["tpr_at_threshold"] < pgd["tpr_at_threshold"]
-    assert [s["strategy"] for s in adaptive["strategies"]][:1] == [
-        "orthogonal, straight_through beta 10"
+    assert [s["strategy"] for s in adaptive["strategies"]][:2] == [
+        "plain PGD",
+        "orthogonal, straight_through beta 10",
     ]
+    # The suite starts where plain PGD ends: it gets at least as far.
+    assert adaptive["strategies"][0]["newly_evaded"] == round(pgd["evasion_rate"] * 30)
 
 
 @pytest.mark.parametrize(

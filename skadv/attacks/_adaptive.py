@@ -573,6 +573,7 @@ def adaptive_attack_suite(
     surrogates=(("straight_through", 10.0), ("straight_through", 20.0)),
     n_targets=8,
     target_methods=("orthogonal",),
+    plain_pgd=True,
     n_restarts=1,
     max_iter=200,
     eps_step=None,
@@ -584,7 +585,9 @@ def adaptive_attack_suite(
 ):
     """The strongest adaptive attack in skadv: best-of over many strategies.
 
-    Runs :func:`make_adaptive_adversarial` in this order: every method of
+    Runs :func:`make_adaptive_adversarial` in this order: plain PGD on the
+    classifier alone (``plain_pgd``: a detector that misses confident
+    adversarial examples is not attacked better by aiming at it); every method of
     ``methods`` under the first surrogate of ``surrogates`` (untargeted);
     then, with the first surrogate and every method of ``target_methods``,
     targeted runs towards each input's 2nd, 3rd, ... most likely wrong class,
@@ -624,6 +627,9 @@ def adaptive_attack_suite(
         a 10-class model; fewer when the model has fewer classes; 0: none).
     target_methods : sequence of str, default=("orthogonal",)
         Methods of :func:`make_adaptive_adversarial` for the targeted runs.
+    plain_pgd : bool, default=True
+        Start with plain PGD (``method="pgd"``), so the suite gets through
+        at least what an attacker who ignores the detector gets through.
     n_restarts : int, default=1
         Restarts of each strategy (see :func:`make_adaptive_adversarial`).
     max_iter : int, default=200
@@ -667,7 +673,8 @@ def adaptive_attack_suite(
     ...                                       random_state=0)).fit(X)
     >>> result = adaptive_attack_suite(detector, X[:4], eps=0.1, max_iter=5)
     >>> [s["strategy"] for s in result.strategies]  # doctest: +NORMALIZE_WHITESPACE
-    ['orthogonal, straight_through beta 10', 'selective, straight_through beta 10',
+    ['plain PGD', 'orthogonal, straight_through beta 10',
+     'selective, straight_through beta 10',
      'orthogonal, straight_through beta 10, target 2',
      'orthogonal, straight_through beta 20', 'selective, straight_through beta 20']
     >>> result.evaded.shape
@@ -702,7 +709,8 @@ def adaptive_attack_suite(
             for method in methods
         ]
 
-    strategies = untargeted(*surrogates[0])
+    strategies = [("plain PGD", {"method": "pgd"})] if plain_pgd else []
+    strategies += untargeted(*surrogates[0])
     if n_targets:
         # Wrong classes by likelihood; the first is what untargeted runs seek.
         targets = _easiest_targets(model, X_model, y, n_targets + 1, batch_size, device)
