@@ -14,6 +14,7 @@ from skadv._autoencoder import make_reconstructor
 from skadv._detector import ExplanationReconstructionDetector
 from skadv._ensemble import EnsembleDetector
 from skadv._explain import ExplanationTransformer
+from skadv._squeezing import FeatureSqueezingDetector
 from skadv._views import RawInputTransformer
 
 #: name -> settings. ``method`` and ``normalize`` go to the
@@ -21,8 +22,9 @@ from skadv._views import RawInputTransformer
 #: ``bit_depth`` instead); ``metric``, ``contrast`` and ``validation_fraction``
 #: to the detector; ``hidden``, ``epochs``, ``batch_size`` and ``lr`` to its
 #: MLP autoencoders (:func:`~skadv.make_reconstructor`). A preset with
-#: ``members`` is an EnsembleDetector of those presets (``combine``,
-#: ``calibration_size``).
+#: ``detector="feature-squeezing"`` is a FeatureSqueezingDetector
+#: (``bit_depth``, ``median_size``); one with ``members`` is an
+#: EnsembleDetector of those presets (``combine``, ``calibration_size``).
 PRESETS = {
     "ko-lim-2021": {
         "description": "Ko & Lim (2021): saliency maps (percentile), one "
@@ -83,6 +85,15 @@ PRESETS = {
         "contrast": 0.5,
         "validation_fraction": 0.1,
     },
+    "feature-squeezing": {
+        "description": "feature squeezing (Xu, Evans & Qi 2018): the largest L1 "
+        "distance between the model's softmax on the input and on its binarised "
+        "(bit depth 1) and 2x2 median-filtered copies; for black-and-white "
+        "images such as MNIST",
+        "detector": "feature-squeezing",
+        "bit_depth": 1,
+        "median_size": 2,
+    },
     "multiview": {
         "description": "contrastive-h256 and binarized-pixels attacked as one: an "
         "EnsembleDetector that flags an input when either member's conformal "
@@ -114,7 +125,7 @@ def list_presets():
     >>> presets = list_presets()
     >>> list(presets)  # doctest: +NORMALIZE_WHITESPACE
     ['ko-lim-2021', 'contrastive-h256', 'small-data', 'binarized-pixels',
-     'multiview']
+     'feature-squeezing', 'multiview']
     >>> print(presets["ko-lim-2021"])
     Ko & Lim (2021): saliency maps (percentile), one 784-64-784 MLP autoencoder per predicted class, 10 epochs, top-half L1
     >>> for name, description in presets.items():  # doctest: +SKIP
@@ -209,6 +220,15 @@ def make_detector(
         1.5%, 3.1%); benign false positives 3.6% of the
         10,000 test images. Fitting trains both members (about twice
         contrastive-h256's time).
+    ``"feature-squeezing"``
+        Not a view but Xu, Evans & Qi's prediction-consistency test
+        (:class:`FeatureSqueezingDetector`, bit depth 1 and a 2x2 median
+        filter): an attack tuned to exact pixel values is mostly squeezed out
+        of the binarised copy, whose softmax then disagrees. Weak alone on
+        attacks that move many pixels far (on MNIST, PGD and large-eps FGSM
+        are better caught by the explanation presets) and useless on 8x8
+        digits (16 grey levels: binarising them changes benign predictions);
+        FIGURES
 
     :func:`list_presets` lists them with one-line descriptions.
 
@@ -217,7 +237,8 @@ def make_detector(
     model : torch.nn.Module or skorch.NeuralNetClassifier
         The trained classifier to guard (frozen).
     preset : {"ko-lim-2021", "contrastive-h256", "small-data", \
-            "binarized-pixels", "multiview"}, default="ko-lim-2021"
+            "binarized-pixels", "feature-squeezing", "multiview"}, \
+            default="ko-lim-2021"
         The configuration.
     contamination : float, default=0.05
         Target false-positive rate on benign training data.
@@ -235,10 +256,12 @@ def make_detector(
 
     Returns
     -------
-    detector : sklearn.pipeline.Pipeline or EnsembleDetector
+    detector : sklearn.pipeline.Pipeline, FeatureSqueezingDetector or \
+            EnsembleDetector
         A view (``ExplanationTransformer`` or ``RawInputTransformer``), then
-        the detector; an ``EnsembleDetector`` of such pipelines for
-        ``"multiview"``.
+        the detector; a ``FeatureSqueezingDetector`` (it reads the inputs
+        itself) for ``"feature-squeezing"``; an ``EnsembleDetector`` of
+        pipelines for ``"multiview"``.
 
     See Also
     --------
@@ -285,6 +308,15 @@ def make_detector(
             calibration_size=p["calibration_size"],
             n_jobs=n_jobs,
             random_state=random_state,
+        )
+    if p.get("detector") == "feature-squeezing":
+        return FeatureSqueezingDetector(
+            model,
+            bit_depth=p["bit_depth"],
+            median_size=p["median_size"],
+            contamination=contamination,
+            input_shape=input_shape,
+            device=device,
         )
     detector = ExplanationReconstructionDetector(
         reconstructor=make_reconstructor(

@@ -11,6 +11,7 @@ import skadv
 from skadv import (
     ExplanationReconstructionDetector,
     ExplanationTransformer,
+    FeatureSqueezingDetector,
     RawInputTransformer,
     list_presets,
     make_detector,
@@ -67,6 +68,7 @@ def test_list_presets_names_and_describes_every_preset():
         "contrastive-h256",
         "small-data",
         "binarized-pixels",
+        "feature-squeezing",
         "multiview",
     ]
     assert presets == {name: p["description"] for name, p in PRESETS.items()}
@@ -92,6 +94,14 @@ def test_the_registry_is_the_only_source(model):
             assert (ensemble.combine, ensemble.calibration_size) == (
                 p["combine"],
                 p["calibration_size"],
+            )
+            continue
+        if p.get("detector") == "feature-squeezing":
+            squeezing = make_detector(model, preset=name)
+            assert isinstance(squeezing, FeatureSqueezingDetector)
+            assert (squeezing.bit_depth, squeezing.median_size) == (
+                p["bit_depth"],
+                p["median_size"],
             )
             continue
         transformer, detector = make_detector(model, preset=name)
@@ -138,7 +148,12 @@ def test_arguments_reach_the_estimators(model, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "preset", sorted(name for name, p in PRESETS.items() if "members" not in p)
+    "preset",
+    sorted(
+        name
+        for name, p in PRESETS.items()
+        if "members" not in p and p.get("detector") != "feature-squeezing"
+    ),
 )
 def test_presets_fit_and_clone(model, preset):
     X = np.random.default_rng(0).random((90, 1, 8, 8), dtype=np.float32)
@@ -171,7 +186,7 @@ def test_unknown_preset(model, preset):
     with pytest.raises(
         ValueError,
         match=r"^preset must be one of \['binarized-pixels', 'contrastive-h256', "
-        r"'ko-lim-2021', 'multiview', 'small-data'\]; got "
+        r"'feature-squeezing', 'ko-lim-2021', 'multiview', 'small-data'\]; got "
         + re.escape(repr(preset))
         + r"\.$",
     ):

@@ -42,7 +42,7 @@ from skadv.reproduce._settings import (
 
 COMPARED = [
     "paper",
-    *PRESET_NAMES[1:],
+    *(name for name in PRESET_NAMES[1:] if name not in PEERS),
     *PEERS,
     *(s.name for s in ensemble_specs("digits") if isinstance(s, BaselineSpec)),
 ]

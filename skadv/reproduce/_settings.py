@@ -258,7 +258,10 @@ def peer_specs():
             "feature squeezing (Xu et al.): largest L1 distance between the "
             "softmax on the image and on its 1-bit and 2x2-median copies",
             detector="feature-squeezing",
-            options=(("bit_depth", 1), ("median_size", 2)),
+            options=tuple(
+                (key, PRESETS["feature-squeezing"][key])
+                for key in ("bit_depth", "median_size")
+            ),
         ),
         BaselineSpec(
             "mahalanobis",
@@ -280,6 +283,8 @@ def preset_specs():
     """Every preset of the registry (``ko-lim-2021`` as the study's ``paper``)."""
     specs = []
     for preset in PRESET_NAMES:
+        if PRESETS[preset].get("detector") == "feature-squeezing":
+            continue  # the peer of the same name (peer_specs) is this preset
         if preset == PAPER_SPEC.preset:
             specs.append(PAPER_SPEC)
         elif "members" in PRESETS[preset]:
