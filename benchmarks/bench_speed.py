@@ -6,6 +6,10 @@ data, because the machines are shared and absolute times are noisy:
 - scoring: ``decision_function`` of a fitted pipeline against the floor of one
   forward and one backward pass of the classifier (a bare torch loop: forward,
   gather the predicted logit, backward);
+- presets: the same for every preset of ``skadv.list_presets()`` and for an
+  ensemble of three views (explanations, binarised pixels, activations), with
+  the median latency of one input, and the ensemble against its
+  single-view member;
 - fitting: ``fit`` against a bare torch loop doing the same work (the floor
   loop for the explanations, then the same autoencoder training steps);
 - threshold search: ``GridSearchCV`` over 5 contamination values x 3 folds
@@ -19,8 +23,12 @@ Usage::
     python benchmarks/bench_speed.py --quick                       # smoke run
 
 Results go to ``benchmarks/results/speed.json`` (``speed-quick.json`` for
-``--quick``). The classifier is the paper's CNN trained for one epoch on
-10,000 images: timings do not depend on how well it is trained.
+``--quick``), and the tables that ``docs/user_guide/speed.rst`` includes to
+``speed-tables.md`` (``--tables`` rewrites them from the JSON alone). The
+classifier is the paper's CNN cached by ``bench_robustness.py``
+(``results/cache/mnist-cnn-seed0.pt``), or, without it, the same CNN trained
+for one epoch on 10,000 images: timings do not depend on how well it is
+trained.
 """
 
 import argparse
@@ -39,15 +47,25 @@ from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 
 import skadv
-from skadv import ExplanationReconstructionDetector, ExplanationTransformer
+from skadv import (
+    ActivationTransformer,
+    ClassConditionalGaussianDetector,
+    EnsembleDetector,
+    ExplanationReconstructionDetector,
+    ExplanationTransformer,
+)
 from skadv._autoencoder import MLPAutoencoder, make_reconstructor
+from skadv._ensemble import after_view, member_view
+from skadv._frozen_model import shared_transforms
 from skadv.metrics import roc_auc_scorer
 from skadv.models import make_mnist_classifier
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("scoring", "fit", "grid_search", "memory", "growth")
+SECTIONS = ("scoring", "presets", "fit", "grid_search", "memory", "growth")
+CLASSIFIER_STATE = RESULTS / "cache" / "mnist-cnn-seed0.pt"
 TARGETS = {
     "score_over_floor": 1.3,
+    "ensemble_over_single_view": 1.5,
     "fit_over_bare": 1.5,
     "grid_over_single_cv": 1.2,
 }
@@ -149,6 +167,17 @@ def make_detector(model, **params):
     return skadv.make_detector(model, preset="ko-lim-2021", random_state=0, **params)
 
 
+def median_latencies(candidates, repeat):
+    """Median wall time of each candidate over ``repeat`` interleaved calls."""
+    times = {name: [] for name in candidates}
+    for _ in range(repeat):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def bench_scoring(model, X_train_small, X_test):
     pipe = make_detector(model).fit(X_train_small)
     pipe.decision_function(X_test[:256])  # warm-up
@@ -160,12 +189,12 @@ def bench_scoring(model, X_train_small, X_test):
         repeat=3,
     )
     floor, ours = t["floor"], t["ours"]
-    t = interleaved(
+    t = median_latencies(
         {
             "floor": lambda: floor_gradients(model, X_test[:1]),
             "ours": lambda: pipe.decision_function(X_test[:1]),
         },
-        repeat=30,
+        repeat=100,
     )
     single, single_floor = t["ours"], t["floor"]
     return {
@@ -175,6 +204,125 @@ def bench_scoring(model, X_train_small, X_test):
         "score_over_floor": ours / floor,
         "single_input_latency_ms": 1000 * single,
         "single_input_floor_ms": 1000 * single_floor,
+    }
+
+
+def three_view_ensemble(model):
+    """Explanations, binarised pixels and activations of one model: the
+    ko-lim-2021 and binarized-pixels pipelines and Lee et al.'s Gaussian
+    detector on the penultimate activations, combined as multiview is."""
+    return EnsembleDetector(
+        [
+            ("explanations", make_detector(model)),
+            (
+                "pixels",
+                skadv.make_detector(model, preset="binarized-pixels", random_state=0),
+            ),
+            (
+                "activations",
+                make_pipeline(
+                    ActivationTransformer(model), ClassConditionalGaussianDetector()
+                ),
+            ),
+        ],
+        combine="bonferroni",
+        calibration_size=0.1,
+        random_state=0,
+    )
+
+
+def short_training(detector, epochs):
+    """Set every autoencoder's epochs: what scoring costs does not depend on it."""
+    return detector.set_params(
+        **{
+            key: epochs
+            for key in detector.get_params()
+            if key.endswith("reconstructor__max_epochs")
+        }
+    )
+
+
+def unshared_decision_function(ensemble, X):
+    """The ensemble's decision as it was computed before views shared passes:
+    every member's own ``score_samples``, each running the model."""
+    scores = np.column_stack([d.score_samples(X) for d in ensemble.detectors_])
+    return ensemble._p_value(X, scores) - ensemble.offset_
+
+
+def bench_presets(model, X_train_small, X_test, *, epochs=2, repeat=3):
+    """``decision_function`` of every preset and of a three-view ensemble
+    against the floor, on the same inputs, in interleaved rounds (best of
+    ``repeat``); the median latency of one input over 100 interleaved calls."""
+    detectors = {
+        name: skadv.make_detector(model, preset=name, random_state=0)
+        for name in skadv.list_presets()
+    }
+    detectors["ensemble-3-views"] = three_view_ensemble(model)
+    fit_s = {}
+    for name, detector in detectors.items():
+        print(f"  fitting {name} ...", flush=True)
+        fit_s[name], _ = timed(short_training(detector, epochs).fit, X_train_small)
+        detector.decision_function(X_test[:256])  # warm-up
+    ensemble = detectors["ensemble-3-views"]
+    np.testing.assert_array_equal(  # the shared passes change no score
+        unshared_decision_function(ensemble, X_test[:1000]),
+        ensemble.decision_function(X_test[:1000]),
+    )
+    candidates = {"floor": lambda: floor_gradients(model, X_test)}
+    for name, detector in detectors.items():
+        candidates[name] = lambda d=detector: d.decision_function(X_test)
+    candidates["ensemble-3-views-unshared"] = lambda: unshared_decision_function(
+        ensemble, X_test
+    )
+    # Where the ensemble's time goes: the views' shared passes, then each
+    # member's detector on its view's output.
+    views = [member_view(d) for d in ensemble.detectors_]
+    candidates["views"] = lambda: shared_transforms(views, X_test)
+    outputs = shared_transforms(views, X_test)
+    for (name, _), member, Xt in zip(
+        ensemble.detectors, ensemble.detectors_, outputs, strict=True
+    ):
+        candidates[f"detector:{name}"] = lambda m=member, Xt=Xt: after_view(
+            m, Xt, "score_samples"
+        )
+    best = interleaved(candidates, repeat=repeat)
+    one = {"floor": lambda: floor_gradients(model, X_test[:1])}
+    for name, detector in detectors.items():
+        one[name] = lambda d=detector: d.decision_function(X_test[:1])
+    latency = median_latencies(one, repeat=100)
+    floor = best["floor"]
+    rows = {}
+    for name in detectors:
+        rows[name] = {
+            "decision_function_s": best[name],
+            "score_over_floor": best[name] / floor,
+            "single_input_latency_ms": 1000 * latency[name],
+            "single_input_over_floor": latency[name] / latency["floor"],
+            "fit_s": fit_s[name],
+        }
+    unshared = best["ensemble-3-views-unshared"]
+    return {
+        "n": len(X_test),
+        "floor_s": floor,
+        "single_input_floor_ms": 1000 * latency["floor"],
+        "fit_rows": len(X_train_small),
+        "fit_epochs": epochs,
+        "note": "autoencoders trained for fit_epochs only: scoring does the same "
+        "work whatever the training length",
+        "presets": rows,
+        "ensemble": {
+            "members": [name for name, _ in ensemble.detectors],
+            "single_view": "ko-lim-2021",
+            "ensemble_over_single_view": best["ensemble-3-views"] / best["ko-lim-2021"],
+            "views_shared_pass_over_floor": best["views"] / floor,
+            "member_detectors_over_floor": {
+                name: best[f"detector:{name}"] / floor for name, _ in ensemble.detectors
+            },
+            "unshared_decision_function_s": unshared,
+            "unshared_over_single_view": unshared / best["ko-lim-2021"],
+            "multiview_over_contrastive_h256": best["multiview"]
+            / best["contrastive-h256"],
+        },
     }
 
 
@@ -323,8 +471,23 @@ def main(argv=None):
         choices=SECTIONS,
         help="re-measure these sections and update the others from the JSON",
     )
+    parser.add_argument(
+        "--presets-n", type=int, default=10000, help="test rows scored per preset"
+    )
+    parser.add_argument(
+        "--presets-fit-n", type=int, default=5000, help="rows each preset is fitted on"
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tables",
+        action="store_true",
+        help="only write the markdown tables of the docs from the JSON",
+    )
     args = parser.parse_args(argv)
+    if args.tables:
+        name = "speed-quick.json" if args.quick else "speed.json"
+        write_tables(json.loads((RESULTS / name).read_text()), quick=args.quick)
+        return
     if args.memory_child:
         batch_size, n, state_path = args.memory_child
         memory_child(int(batch_size), int(n), state_path)
@@ -335,7 +498,15 @@ def main(argv=None):
     X_train, y_train, X_test, source = load_data(args.data_home, args.quick)
     print(f"data: {source}, train {X_train.shape}, test {X_test.shape}", flush=True)
     classifier = make_mnist_classifier(random_state=0, max_epochs=1)
-    classifier.fit(X_train[:10000], y_train[:10000])
+    if CLASSIFIER_STATE.exists() and not source.startswith("synthetic"):
+        classifier.initialize()
+        classifier.module_.load_state_dict(
+            torch.load(CLASSIFIER_STATE, weights_only=True)
+        )
+        classifier_source = str(CLASSIFIER_STATE.relative_to(RESULTS.parent))
+    else:
+        classifier.fit(X_train[:10000], y_train[:10000])
+        classifier_source = "trained for one epoch on 10,000 images"
     model = classifier.module_.eval()
     results = {
         "machine": {
@@ -345,6 +516,7 @@ def main(argv=None):
             "torch_threads": torch.get_num_threads(),
         },
         "data": source,
+        "classifier": classifier_source,
         "targets": TARGETS,
     }
     path = RESULTS / ("speed-quick.json" if args.quick else "speed.json")
@@ -359,6 +531,11 @@ def main(argv=None):
         if want("scoring"):
             print("scoring ...", flush=True)
             results["scoring"] = bench_scoring(model, X_train[:5000], X_test)
+        if want("presets"):
+            print("presets ...", flush=True)
+            results["presets"] = bench_presets(
+                model, X_train[: args.presets_fit_n], X_test[: args.presets_n]
+            )
         if want("fit"):
             print("fit ...", flush=True)
             results["fit"] = bench_fit(model, X_train, repeat=args.repeat)
@@ -394,10 +571,163 @@ def main(argv=None):
             sizes = [n for n in (1000, 10000, 60000) if n <= len(X_train)]
             results["growth"] = bench_growth(model, X_train, sizes)
 
-    report(results)
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
+    write_tables(results, quick=args.quick)
+    report(results)
+
+
+def write_tables(results, *, quick):
+    path = RESULTS / ("speed-quick-tables.md" if quick else "speed-tables.md")
+    path.write_text(tables(results))
+    print(f"wrote {path}")
+
+
+def _md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def tables(r):
+    """The tables of ``docs/user_guide/speed.rst``, as markdown, from the JSON."""
+    s, f, g, m, p = (
+        r[k] for k in ("scoring", "fit", "grid_search", "memory", "presets")
+    )
+    e = p["ensemble"]
+    main = _md_table(
+        ["what", "ours", "baseline", "ratio", "target"],
+        [
+            (
+                f"`decision_function` of the paper's preset, {s['n']:,} test images",
+                f"{s['decision_function_s']:.2f} s",
+                f"{s['floor_s']:.2f} s (forward, gather the predicted logit, backward)",
+                f"{s['score_over_floor']:.2f}",
+                f"<= {TARGETS['score_over_floor']}",
+            ),
+            (
+                "the same, one input (median of 100 calls)",
+                f"{s['single_input_latency_ms']:.1f} ms",
+                f"{s['single_input_floor_ms']:.1f} ms",
+                f"{s['single_input_latency_ms'] / s['single_input_floor_ms']:.2f}",
+                "",
+            ),
+            (
+                f"`fit` on {f['n']:,} images (10 autoencoders, 10 epochs, batch 32)",
+                f"{f['fit_n_jobs_1_s']:.1f} s",
+                f"{f['bare_torch_s']:.1f} s (the same explanations and training "
+                "steps in plain torch)",
+                f"{f['fit_over_bare']:.2f}",
+                f"<= {TARGETS['fit_over_bare']}",
+            ),
+            (
+                "the same `fit` with `n_jobs=2`",
+                f"{f['fit_n_jobs_2_s']:.1f} s",
+                f"{f['fit_n_jobs_1_s']:.1f} s (`n_jobs=1`)",
+                f"{f['n_jobs_2_speedup']:.2f}x faster",
+                "faster",
+            ),
+            (
+                f"`GridSearchCV`, 5 contamination values x 3 folds, {g['n']:,} images",
+                f"{g['grid_5x3_s']:.1f} s",
+                f"{g['single_3fold_cv_s']:.1f} s (one plain 3-fold `cross_validate`)",
+                f"{g['grid_over_single_cv']:.2f} (CPU time: "
+                f"{g['grid_over_single_cv_cpu']:.2f})",
+                f"<= {TARGETS['grid_over_single_cv']}",
+            ),
+        ],
+    )
+    presets = _md_table(
+        ["preset", "`decision_function`", "/ floor", "one input", "/ floor"],
+        [
+            (
+                f"`{name}`",
+                f"{row['decision_function_s']:.2f} s",
+                f"**{row['score_over_floor']:.2f}**",
+                f"{row['single_input_latency_ms']:.1f} ms",
+                f"{row['single_input_over_floor']:.2f}",
+            )
+            for name, row in p["presets"].items()
+        ]
+        + [
+            (
+                "floor (forward + backward)",
+                f"{p['floor_s']:.2f} s",
+                "1",
+                f"{p['single_input_floor_ms']:.1f} ms",
+                "1",
+            )
+        ],
+    )
+    members = e["member_detectors_over_floor"]
+    ensemble = _md_table(
+        ["three-view ensemble", "ratio"],
+        [
+            (
+                f"`decision_function` / the `{e['single_view']}` preset",
+                f"**{e['ensemble_over_single_view']:.2f}** (target <= "
+                f"{TARGETS['ensemble_over_single_view']})",
+            ),
+            (
+                "the same without shared passes (each view running the model)",
+                f"{e['unshared_over_single_view']:.2f}",
+            ),
+            (
+                "the three views' shared pass / floor",
+                f"{e['views_shared_pass_over_floor']:.2f}",
+            ),
+        ]
+        + [
+            (f"the `{name}` member's detector / floor", f"{value:.2f}")
+            for name, value in members.items()
+        ]
+        + [
+            (
+                "`multiview` / `contrastive-h256`",
+                f"{e['multiview_over_contrastive_h256']:.2f}",
+            )
+        ],
+    )
+    growth = _md_table(
+        ["n", "`fit`", "`decision_function`"],
+        [
+            (
+                f"{row['n']:,}",
+                f"{row['fit_s']:.1f} s",
+                f"{row['decision_function_s']:.2f} s",
+            )
+            for row in r["growth"]
+        ],
+    )
+    memory = _md_table(
+        ["`batch_size`", "peak growth", "output", "beyond the output"],
+        [
+            (
+                key.removeprefix("batch_size_"),
+                f"{m[key]['growth_mb']:.0f} MB",
+                f"{m[key]['output_mb']:.0f} MB",
+                f"{m[key]['growth_beyond_output_mb']:.0f} MB",
+            )
+            for key in ("batch_size_256", "batch_size_2048")
+        ],
+    )
+    machine = r["machine"]
+    return (
+        f"Measured on {r['data']} with the paper's CNN ({r.get('classifier', '')}), "
+        f"{machine['cpus']} CPU cores, torch {machine['torch']}, "
+        f"{machine['torch_threads']} torch threads; best of interleaved rounds."
+        + (f" Runs: {r['runs']}." if "runs" in r else "")
+        + "\n\n"
+        f"{main}\n\n"
+        f"Every preset on the same {p['n']:,} test images (fitted on "
+        f"{p['fit_rows']:,} training images, autoencoders trained "
+        f"{p['fit_epochs']} epochs: scoring does the same work whatever the "
+        "training length):\n\n"
+        f"{presets}\n\n{ensemble}\n\n"
+        f"Growth with the number of inputs (the paper's preset):\n\n{growth}\n\n"
+        f"Memory of `transform` on {m['n']:,} images:\n\n{memory}\n"
+    )
 
 
 def report(r):
@@ -443,6 +773,32 @@ def report(r):
             f"{row['growth_mb']:.0f} MB (output {row['output_mb']:.0f} MB, "
             f"beyond it {row['growth_beyond_output_mb']:.0f} MB)"
         )
+    p = r["presets"]
+    print(f"\n{'preset':<26} {'s':>7} {'/ floor':>8} {'1 input ms':>11}")
+    for name, row in p["presets"].items():
+        verdict = (
+            "ok" if row["score_over_floor"] <= TARGETS["score_over_floor"] else "MISSED"
+        )
+        print(
+            f"{name:<26} {row['decision_function_s']:>7.2f} "
+            f"{row['score_over_floor']:>8.2f} {row['single_input_latency_ms']:>11.2f}"
+            f"  {verdict}"
+        )
+    e = p["ensemble"]
+    print(
+        f"floor {p['floor_s']:.2f} s on {p['n']} inputs, one input "
+        f"{p['single_input_floor_ms']:.2f} ms\n"
+        f"3-view ensemble / {e['single_view']}: {e['ensemble_over_single_view']:.2f} "
+        f"(target <= {TARGETS['ensemble_over_single_view']}; without shared passes "
+        f"{e['unshared_over_single_view']:.2f}); multiview / contrastive-h256: "
+        f"{e['multiview_over_contrastive_h256']:.2f}\n"
+        f"its views' shared pass / floor: {e['views_shared_pass_over_floor']:.2f}; "
+        "members' detectors / floor: "
+        + ", ".join(
+            f"{name} {value:.2f}"
+            for name, value in e["member_detectors_over_floor"].items()
+        )
+    )
     for row in r["growth"]:
         lines.append(
             f"n={row['n']:>6}: fit {row['fit_s']:.1f} s, "
