@@ -159,7 +159,9 @@ def format_tables(results_dir=RESULTS):
         "not flagged by the real fitted detector at its own threshold, fixed at "
         "fit on benign data with `contamination=0.05` (through). Benign FPR: "
         "share of the benign test set flagged at that threshold. ROC AUC: benign "
-        "test inputs against the successful adversarial ones."
+        "test inputs against the successful adversarial ones. Suite time: wall "
+        "time on 2 CPU cores, one torch thread per run; some runs shared the "
+        "cores with other jobs, so the times are upper bounds."
     )
     return "\n".join([intro, "", *lines, "", "Attack settings:", "", *settings, ""])
 
