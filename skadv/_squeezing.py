@@ -310,7 +310,7 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : torch.Tensor of shape (n_samples, *input_shape_)
+        X : torch.Tensor of shape (n_samples, C, H, W) or (n_samples, n_features)
             Model-shaped inputs on ``device_``.
 
         module : torch.nn.Module, default=None
@@ -331,7 +331,7 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : torch.Tensor of shape (n_samples, *input_shape_)
+        X : torch.Tensor of shape (n_samples, C, H, W) or (n_samples, n_features)
             Model-shaped inputs on ``device_``.
 
         module : torch.nn.Module, default=None
