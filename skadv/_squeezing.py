@@ -9,9 +9,12 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
-from skadv._torch_utils import eval_mode, module_device_dtype
+from skadv._torch_utils import (
+    eval_mode,
+    module_device_dtype,
+    reduce_bit_depth_straight_through,
+)
 from skadv._validation import check_detection_labels
-from skadv._views import _StraightThroughRound
 
 
 def reduce_bit_depth(X, bit_depth):
@@ -48,16 +51,6 @@ def torch_median_smooth(x, size, input_shape):
         x = x.index_select(d, index).unfold(d, size, 1)
     windows = x.flatten(x.ndim - len(dims))
     return windows.sort(dim=-1).values[..., windows.shape[-1] // 2]
-
-
-def torch_reduce_bit_depth(x, bit_depth):
-    """:func:`reduce_bit_depth` in torch; the gradient passes straight through.
-
-    The forward values are the exact rounded inputs (``torch.round`` rounds
-    half to even, as ``np.rint`` does); the backward pass is the identity, as
-    an attacker told about the rounding differentiates it (BPDA).
-    """
-    return _StraightThroughRound.apply(x, 2**bit_depth - 1)
 
 
 class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
@@ -251,7 +244,7 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
         """Squeezed copies of a batch of model-shaped inputs, in one tensor."""
         copies = []
         if self.bit_depth is not None:
-            copies.append(torch_reduce_bit_depth(x, self.bit_depth))
+            copies.append(reduce_bit_depth_straight_through(x, self.bit_depth))
         if self.median_size is not None:
             copies.append(torch_median_smooth(x, self.median_size, self.input_shape_))
         return torch.cat(copies)

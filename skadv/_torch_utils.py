@@ -212,3 +212,31 @@ def differentiable_attention():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel(SDPBackend.MATH)
+
+
+class _StraightThroughRound(torch.autograd.Function):
+    """Round to ``levels`` steps in [0, 1]; the gradient passes straight through.
+
+    The forward value is the exact rounded input (what the detector scores);
+    the backward pass is the identity, as an attacker told about the
+    rounding would differentiate it (BPDA, Athalye et al., ICML 2018).
+    """
+
+    @staticmethod
+    def forward(ctx, x, levels):
+        return torch.round(x * levels) / levels
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def reduce_bit_depth_straight_through(x, bit_depth):
+    """Round values in [0, 1] to ``2 ** bit_depth`` levels; gradients pass through.
+
+    The forward values are the exact rounded inputs (``torch.round`` rounds
+    half to even, as ``np.rint`` does); the backward pass is the identity.
+    The raw-input view and feature squeezing both round this way, so the
+    attacks differentiate what they score.
+    """
+    return _StraightThroughRound.apply(x, 2**bit_depth - 1)

@@ -24,6 +24,7 @@ from skadv._frozen_model import (
 from skadv._torch_utils import (
     differentiable_attention,
     eval_mode,
+    reduce_bit_depth_straight_through,
 )
 
 
@@ -288,24 +289,7 @@ class RawInputTransformer(BaseView):
                 f"{float(batch.detach().max()):.4g}]: "
                 "scale the inputs to [0, 1] or use bit_depth=None."
             )
-        return predicted, _StraightThroughRound.apply(batch, 2**self.bit_depth - 1)
-
-
-class _StraightThroughRound(torch.autograd.Function):
-    """Round to ``levels`` steps in [0, 1]; the gradient passes straight through.
-
-    The forward value is the exact rounded input (what the detector scores);
-    the backward pass is the identity, as an attacker told about the
-    rounding would differentiate it (BPDA, Athalye et al., ICML 2018).
-    """
-
-    @staticmethod
-    def forward(ctx, x, levels):
-        return torch.round(x * levels) / levels
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
+        return predicted, reduce_bit_depth_straight_through(batch, self.bit_depth)
 
 
 def _last_linear(module):
