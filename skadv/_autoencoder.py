@@ -37,6 +37,18 @@ class MLPAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+def image_shape(input_shape):
+    """``input_shape`` as ``(C, H, W)``: an ``(H, W)`` shape gets one channel."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"input_shape must be (C, H, W) or (H, W); got {input_shape!r}."
+        )
+    return shape
+
+
 class ConvAutoencoder(nn.Module):
     """A small convolutional autoencoder for image-shaped maps.
 
@@ -63,13 +75,7 @@ class ConvAutoencoder(nn.Module):
 
     def __init__(self, input_shape, channels=(16, 32)):
         super().__init__()
-        shape = tuple(int(s) for s in input_shape)
-        if len(shape) == 2:
-            shape = (1, *shape)
-        if len(shape) != 3:
-            raise ValueError(
-                f"input_shape must be (C, H, W) or (H, W); got {input_shape!r}."
-            )
+        shape = image_shape(input_shape)
         self.input_shape = shape
         c, c1, c2 = shape[0], int(channels[0]), int(channels[1])
         self.encoder = nn.Sequential(

@@ -11,7 +11,7 @@ embedding table and every class trains the shared weights.
 import torch
 from torch import nn
 
-from skadv._autoencoder import make_reconstructor
+from skadv._autoencoder import image_shape, make_reconstructor
 
 
 class _FiLM(nn.Module):
@@ -150,13 +150,7 @@ class ConditionalConvAutoencoder(nn.Module):
         self, input_shape, n_classes, channels=(16, 32), strides=None, embedding_std=0.0
     ):
         super().__init__()
-        shape = tuple(int(s) for s in input_shape)
-        if len(shape) == 2:
-            shape = (1, *shape)
-        if len(shape) != 3:
-            raise ValueError(
-                f"input_shape must be (C, H, W) or (H, W); got {input_shape!r}."
-            )
+        shape = image_shape(input_shape)
         channels = tuple(int(c) for c in channels)
         strides = (
             (2,) * len(channels) if strides is None else tuple(int(s) for s in strides)
