@@ -10,7 +10,7 @@ from skadv import (
     ExplanationTransformer,
     make_reconstructor,
 )
-from skadv._scoring import normalize_attributions
+from skadv._scoring import normalize_attributions, reconstruction_error
 from skadv.attacks import make_surrogate
 
 
@@ -28,6 +28,25 @@ def _assert_same_decision(detector, X):
     )
     decision.sum().backward()
     assert torch.isfinite(Xt.grad).all() and Xt.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("n_values", [1, 2, 7, 64, 785])
+def test_top_half_l1_is_ko_and_lim_formula(n_values):
+    # Ko & Lim's score in numpy: the absolute errors above the row's median
+    # (numpy's: the mean of the two middle values), summed, over the count.
+    # Quarter steps make ties at the median in many rows.
+    rng = np.random.default_rng(n_values)
+    maps = np.round(rng.random((40, n_values)) * 4) / 4
+    reconstructed = np.round(rng.random((40, n_values)) * 4) / 4
+    diff = np.abs(maps - reconstructed)
+    median = np.median(diff, axis=1, keepdims=True)
+    expected = np.where(diff > median, diff, 0.0).sum(axis=1) / n_values
+    got = reconstruction_error(
+        torch.tensor(maps, dtype=torch.float32),
+        torch.tensor(reconstructed, dtype=torch.float32),
+    )
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("metric", ["top_half_l1", "mse"])
