@@ -311,7 +311,7 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         check_is_fitted(self)
         return self.detectors_[0].n_features_in_
 
-    def _view_outputs(self, X):
+    def _view_outputs(self, X, readers=()):
         """The output of each member's view of a model, from shared passes.
 
         Members that are pipelines starting with a view of a model (an
@@ -319,15 +319,18 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         :class:`ActivationTransformer`) get their view's output from
         :func:`shared_transforms`: the views of the same model share one
         forward (and backward) pass. A list aligned with ``detectors_``, None
-        for the other members.
+        for the other members. ``readers`` (other readers of a model pass,
+        e.g. a :class:`GuardedClassifier`'s logits) join the same passes;
+        their outputs are then returned too, as ``(outputs, reader_outputs)``.
         """
         views = [member_view(d) for d in self.detectors_]
         shared = [i for i, view in enumerate(views) if view is not None]
         outputs = [None] * len(views)
-        for i, output in zip(
-            shared, shared_transforms([views[i] for i in shared], X), strict=True
-        ):
+        computed = shared_transforms([views[i] for i in shared] + list(readers), X)
+        for i, output in zip(shared, computed[: len(shared)], strict=True):
             outputs[i] = output
+        if readers:
+            return outputs, computed[len(shared) :]
         return outputs
 
     def _member_scores(self, X, view_outputs=None):

@@ -13,13 +13,51 @@ from sklearn.utils.validation import check_is_fitted
 
 from skadv._ensemble import EnsembleDetector, after_view, member_view, unfrozen
 from skadv._explain import ExplanationTransformer
-from skadv._frozen_model import MODEL_PARAMETER_CONSTRAINTS, FrozenModelMixin
+from skadv._frozen_model import (
+    MODEL_PARAMETER_CONSTRAINTS,
+    FrozenModelMixin,
+    shared_transforms,
+)
 from skadv._torch_utils import eval_mode, unwrap_model
 from skadv._views import BaseView
 
 # Transformers whose output column 0 is the model's predicted class (arg-max
 # of its logits), computed in the same forward pass as the view itself.
 _CLASS_WRITING_VIEWS = (ExplanationTransformer, BaseView)
+
+
+class _LogitsReader:
+    """A guard's logits as a reader of shared model passes.
+
+    :func:`shared_transforms` groups it with the detector's views of the same
+    model (same module, device, input shape and batch size), so
+    :meth:`GuardedClassifier.predict_with_scores` reads the probabilities off
+    the forward pass that computes the views; on its own, ``transform`` runs
+    the model once.
+    """
+
+    def __init__(self, guard):
+        self.guard = guard
+        self.module_ = guard.module_
+        self.device_ = guard.device_
+        self.input_shape_ = guard.input_shape_
+        self.batch_size = guard.batch_size
+
+    def _validate_input(self, X, reset=False):
+        return self.guard._validate_input(X, reset=reset)
+
+    def _batches(self, X):
+        return self.guard._batches(X)
+
+    def _pass_request(self):
+        return {}
+
+    def _pass_rows(self, model_pass, start):
+        logits = self.guard._as_logits(model_pass.outputs)
+        return logits.detach().float().cpu().numpy()
+
+    def transform(self, X):
+        return self.guard._logits(X)
 
 
 def _is_fitted(detector):
@@ -334,23 +372,32 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
                 Xt = step.transform(Xt)
         return np.asarray(getattr(steps[-1][1], method)(Xt))
 
-    def _view_output(self, X):
+    def _view_output(self, X, logits=False):
         """``(Xt, member_outputs)`` of the shared pass, or None when the model
         runs on its own.
 
         ``Xt`` is the output of the view that gives the class; for an
         ensemble, ``member_outputs`` holds every member view's output, all of
         them from the same passes of the model (see
-        :meth:`EnsembleDetector._view_outputs`), else it is None.
+        :meth:`EnsembleDetector._view_outputs`), else it is None. With
+        ``logits``, returns ``(shared, logits)``: the model's logits read off
+        the same passes (``shared`` None: from a pass of their own).
         """
         if self._view is None:
-            return None
+            return (None, self._logits(X)) if logits else None
+        readers = [_LogitsReader(self)] if logits else []
         inner = unfrozen(self.detector_)
         if not isinstance(inner, EnsembleDetector):
-            return self._view.transform(X), None
-        outputs = inner._view_outputs(X)
-        index = [member_view(d) for d in inner.detectors_].index(self._view)
-        return outputs[index], outputs
+            Xt, *read = shared_transforms([self._view, *readers], X)
+            shared = (Xt, None)
+        elif readers:
+            outputs, read = inner._view_outputs(X, readers=readers)
+        else:
+            outputs = inner._view_outputs(X)
+        if isinstance(inner, EnsembleDetector):
+            index = [member_view(d) for d in inner.detectors_].index(self._view)
+            shared = (outputs[index], outputs)
+        return (shared, read[0]) if logits else shared
 
     def _score_method(self):
         if _final_has(self.detector_, "p_value"):
@@ -481,7 +528,10 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
     def predict_with_scores(self, X):
         """Labels, probabilities and the detector's score in one call.
 
-        The view of a shared pipeline is computed once for all three.
+        When the detector has a view of the model (see
+        :attr:`shares_forward_pass_`), all three come from one forward (and,
+        for explanations, backward) pass of each batch: the probabilities
+        are read off the pass that computes the view, not a pass of their own.
 
         Parameters
         ----------
@@ -499,9 +549,13 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,)
             :meth:`detector_score`.
         """
-        indices, flagged, shared = self._predict(X)
+        check_is_fitted(self)
+        shared, logits = self._view_output(X, logits=True)
+        flagged = self._detector_method(X, shared, "predict") == -1
         scores = self._detector_method(X, shared, self._score_method())
-        return self._labels(indices, flagged), self.predict_proba(X), scores
+        proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        labels = self._labels(self._model_classes(X, shared), flagged)
+        return labels, proba, scores
 
     def __call__(self, x):
         """Labels of a batch of inputs as a torch tensor, rejects included.

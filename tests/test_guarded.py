@@ -107,13 +107,17 @@ def test_one_forward_pass_shared_by_prediction_and_detection(digits, guard):
         shared_labels = guard.predict(X)
         shared_calls = dict(calls)
         calls.update(model=0, twin=0)
+        # Labels, probabilities and scores: still the one pass.
+        guard.predict_with_scores(X)
+        with_scores_calls = dict(calls)
+        calls.update(model=0, twin=0)
         unshared_labels = unshared.predict(X)
     finally:
         for handle in handles:
             handle.remove()
     # One saliency pass per batch of 256 (batch_size): 240 rows, one batch.
     assert guard.shares_forward_pass_ and not unshared.shares_forward_pass_
-    assert shared_calls == {"model": 1, "twin": 0}
+    assert shared_calls == with_scores_calls == {"model": 1, "twin": 0}
     assert calls == {"model": 1, "twin": 1}  # the view's pass plus the guard's
     np.testing.assert_array_equal(unshared_labels, shared_labels)
 
@@ -259,16 +263,17 @@ def test_p_values_from_an_ensemble(digits):
     handle = net.module_.register_forward_hook(lambda *args: calls.append(1))
     try:
         labels = guard.predict(X)
+        labels2, proba, scores = guard.predict_with_scores(X)
     finally:
         handle.remove()
-    assert len(calls) == 1  # 240 rows: one batch of 256
+    assert len(calls) == 2  # 240 rows: one batch of 256, once per call
     p = guard.p_value(X)
     np.testing.assert_array_equal(p, guard.detector_.p_value(X))
     np.testing.assert_array_equal(guard.detector_score(X), p)
     n_calibration = len(guard.detector_.calibration_scores_)
     assert p.min() >= 1 / (n_calibration + 1) and p.max() <= 1
-    labels2, proba, scores = guard.predict_with_scores(X)
     np.testing.assert_array_equal(labels2, labels)
+    np.testing.assert_array_equal(proba, guard.predict_proba(X))
     np.testing.assert_array_equal(scores, p)
     np.testing.assert_array_equal(labels == 10, p < 0.05)
     model = _model_argmax(net, X)
