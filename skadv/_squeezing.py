@@ -98,7 +98,13 @@ class FeatureSqueezingDetector(FrozenModelMixin, OutlierMixin, BaseEstimator):
 
     contamination : float in (0, 0.5], default=0.05
         Target false-positive rate on benign inputs: ``offset_`` is the
-        ``contamination`` quantile of the benign training scores.
+        ``contamination`` quantile of the benign scores ``fit`` sees. Fit on
+        benign inputs the model was *not* trained on: the model is more
+        confident on its own training inputs, their squeezed copies move its
+        softmax less, and a threshold from them flags more new benign inputs
+        than ``contamination`` (on MNIST, 6.3% of the test images at 0.05 with
+        the threshold from the 60,000 training images the CNN learned from).
+        Fitting learns nothing else, so a few thousand held-out rows suffice.
 
     input_shape : tuple of int, default=None
         Shape of one input as the model expects it, e.g. ``(1, 28, 28)``, when

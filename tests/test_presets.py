@@ -84,6 +84,49 @@ def test_make_detector_documents_every_preset(preset):
     assert f'"{preset}"' in make_detector.__doc__.split("preset : {")[1].split("}")[0]
 
 
+# The data set each preset's adaptive figures in make_detector's docstring
+# were measured on (benchmarks/results/robustness-<data>-<preset>.json).
+ADAPTIVE_FIGURES = {
+    "ko-lim-2021": "mnist",
+    "contrastive-h256": "mnist",
+    "small-data": "digits",
+    "binarized-pixels": "digits",
+    "feature-squeezing": "mnist",
+    "multiview": "mnist",
+}
+_PERCENT = r"(\d+(?:\.\d)?)%"
+
+
+@pytest.mark.parametrize("preset", sorted(ADAPTIVE_FIGURES))
+def test_documented_adaptive_figures_are_the_benchmarks(preset):
+    # "N% get through at eps 0.1 and M% at 0.3 (plain PGD: a%, b%)", each
+    # figure the result file's, rounded as written.
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    data = ADAPTIVE_FIGURES[preset]
+    report = json.loads((results / f"robustness-{data}-{preset}.json").read_text())
+    rates = {(r["eps"], r["attack"]): r["evasion_rate"] for r in report["results"]}
+    block = make_detector.__doc__.split(f'``"{preset}"``\n')[1]
+    block = re.split(r"\n    ``\"", block)[0]
+    found = re.search(
+        rf"{_PERCENT} get through at eps 0\.1 and {_PERCENT} at 0\.3 "
+        rf"\(plain PGD: {_PERCENT}, {_PERCENT}\)",
+        " ".join(block.split()),
+    )
+    assert found, f"no adaptive figures in the {preset!r} entry"
+    expected = [
+        rates[(0.1, "adaptive")],
+        rates[(0.3, "adaptive")],
+        rates[(0.1, "pgd")],
+        rates[(0.3, "pgd")],
+    ]
+    for written, rate in zip(found.groups(), expected, strict=True):
+        decimals = len(written.split(".")[1]) if "." in written else 0
+        assert float(written) == round(100 * rate, decimals), (preset, written)
+
+
 def test_the_registry_is_the_only_source(model):
     # Every setting of a preset reaches the estimators, so PRESETS alone
     # defines what make_detector builds.
