@@ -19,6 +19,28 @@ METRICS = ("top_half_l1", "mse")
 _TINY_ERROR = 1e-12
 
 
+def _row_quantile_99(values):
+    """``torch.quantile(values, 0.99, dim=1, keepdim=True)``, bit for bit.
+
+    torch.quantile sorts every row; the 99th percentile needs only the top 1%
+    of each, which one topk selects (ten times faster on 784-value maps).
+    The interpolation is torch's own (linear, numpy.percentile's default):
+    the rank ``0.99 * (n - 1)`` in the values' dtype, the two values around
+    it, ``lerp`` between them; rows holding NaN give NaN, as quantile does.
+    """
+    n_values = values.shape[1]
+    rank = torch.tensor(0.99, dtype=values.dtype, device=values.device) * (n_values - 1)
+    below = int(rank.floor())
+    # The n - below largest values, descending: the last is the value at
+    # sorted position `below`, the one before it the value above.
+    top = values.topk(n_values - below, dim=1, sorted=True).values
+    value_below = top[:, -1:]
+    value_above = top[:, -2:-1] if top.shape[1] > 1 else value_below
+    quantile = torch.lerp(value_below, value_above, rank - below)
+    has_nan = values.isnan().any(dim=1, keepdim=True)
+    return torch.where(has_nan, torch.nan, quantile)
+
+
 def normalize_attributions(attr, normalize, channels_first):
     """Turn raw attributions of shape (n, *input_shape) into flat maps.
 
@@ -37,8 +59,7 @@ def normalize_attributions(attr, normalize, channels_first):
     magnitude = magnitude.flatten(1)
     if normalize == "percentile":
         vmin = magnitude.amin(dim=1, keepdim=True)
-        # torch.quantile's default linear interpolation is numpy.percentile's.
-        vmax = torch.quantile(magnitude, 0.99, dim=1, keepdim=True)
+        vmax = _row_quantile_99(magnitude)
     else:  # "max"
         vmin = torch.zeros_like(magnitude[:, :1])
         vmax = magnitude.amax(dim=1, keepdim=True)

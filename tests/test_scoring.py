@@ -10,7 +10,11 @@ from skadv import (
     ExplanationTransformer,
     make_reconstructor,
 )
-from skadv._scoring import normalize_attributions, reconstruction_error
+from skadv._scoring import (
+    _row_quantile_99,
+    normalize_attributions,
+    reconstruction_error,
+)
 from skadv.attacks import make_surrogate
 
 
@@ -47,6 +51,28 @@ def test_top_half_l1_is_ko_and_lim_formula(n_values):
     )
     assert got.dtype == torch.float64
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_values", [1, 2, 64, 785])
+def test_row_quantile_is_torch_quantile(n_values):
+    # The top-k 99th percentile equals torch.quantile's value bit for bit,
+    # ties and NaN rows included, and its gradient where no values tie (with
+    # ties, each picks its own one of the tied entries).
+    rng = np.random.default_rng(n_values)
+    tied = torch.tensor(np.round(rng.random((30, n_values)) * 8) / 8)
+    tied[::7, 0] = torch.nan
+    ours = _row_quantile_99(tied)
+    expected = torch.quantile(tied, 0.99, dim=1, keepdim=True)
+    assert torch.equal(ours.isnan(), expected.isnan())
+    finite = ~expected.isnan()
+    assert torch.equal(ours[finite], expected[finite])
+    values = torch.tensor(rng.random((30, n_values)), requires_grad=True)
+    ours = _row_quantile_99(values)
+    expected = torch.quantile(values, 0.99, dim=1, keepdim=True)
+    assert torch.equal(ours, expected)
+    (grad,) = torch.autograd.grad(ours.sum(), values)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), values)
+    assert torch.equal(grad, expected_grad)
 
 
 @pytest.mark.parametrize("metric", ["top_half_l1", "mse"])
