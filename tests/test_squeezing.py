@@ -134,6 +134,16 @@ def test_torch_median_filter_is_scipys(shape, size):
     )
 
 
+def test_2x2_median_filter_is_scipys_with_ties():
+    # The preset's squeezer has a sort-free path; quarter steps make ties.
+    X = np.round(np.random.default_rng(1).random((4, 3, 6, 9)) * 4) / 4
+    X = X.astype(np.float32)
+    np.testing.assert_array_equal(
+        torch_median_smooth(torch.as_tensor(X), 2, (3, 6, 9)).numpy(),
+        ndimage.median_filter(X, size=(1, 1, 2, 2), mode="reflect"),
+    )
+
+
 def test_torch_decision_function_is_the_decision_function(digits):
     detector = FeatureSqueezingDetector(digits.net).fit(digits.X_train)
     X = np.concatenate([digits.X_test[:20], digits.X_adv[:20]])
