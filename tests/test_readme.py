@@ -61,3 +61,21 @@ def test_robustness_figures_come_from_the_benchmark():
     generated = (RESULTS / "robustness-tables.md").read_text()
     for row in rows:
         assert row in generated
+
+
+def test_speed_figures_come_from_the_benchmark():
+    # The "Fast" section's ratios are bench_speed.py's, as rounded there.
+    section = README.read_text().split("## Fast")[1].split("\n## ")[0]
+    section = " ".join(section.split())
+    speed = json.loads((RESULTS / "speed.json").read_text())
+    assert f"takes {speed['scoring']['score_over_floor']:.2f}x a bare torch" in section
+    assert f"60,000 images {speed['fit']['fit_over_bare']:.2f}x a bare" in section
+    assert f"({speed['fit']['n_jobs_2_speedup']:.2f}x faster again" in section
+    grid = speed["grid_search"]["grid_over_single_cv"]
+    assert f"costs {grid:.2f}x a single 3-fold" in section
+    ratios = [
+        row["score_over_floor"]
+        for name, row in speed["presets"]["presets"].items()
+        if name in ("contrastive-h256", "feature-squeezing", "multiview")
+    ]
+    assert f"cost {min(ratios):.1f}-{max(ratios):.1f}x the forward" in section
