@@ -185,8 +185,9 @@ def make_detector(
         through at eps 0.1 and 100% at 0.3 (plain PGD: 1%, 1%). Fitting takes
         about 1.6x as long as the paper's preset on MNIST (the autoencoders train 7x
         longer, the maps cost the same); scoring runs every class's
-        autoencoder on every map, still cheap next to the classifier's
-        backward pass.
+        autoencoder on every map: about 1.5x the classifier's forward and
+        backward pass on the CPU, against about 1.1x for the paper's preset
+        (``benchmarks/bench_speed.py``).
     ``"small-data"``
         What the small-data study of ``skadv reproduce --dataset digits``
         found on 1.3k training digits: input x gradient maps (64-value
