@@ -529,7 +529,7 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
         """Labels, probabilities and the detector's score in one call.
 
         When the detector has a view of the model (see
-        :attr:`shares_forward_pass_`), all three come from one forward (and,
+        ``shares_forward_pass_``), all three come from one forward (and,
         for explanations, backward) pass of each batch: the probabilities
         are read off the pass that computes the view, not a pass of their own.
 
