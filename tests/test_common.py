@@ -1,5 +1,6 @@
 """scikit-learn's common estimator checks on every skadv estimator."""
 
+import pytest
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -187,10 +188,10 @@ def _expected_failed_checks(estimator):
     if type(estimator) is ExplanationReconstructionDetector:
         return dict.fromkeys(_Y_CHECKS, _Y_IS_DETECTION_LABELS)
     if isinstance(estimator, ExplanationTransformer):
-        failures = {"check_estimators_overwrite_params": _TORCH_MODEL_HASH}
-        if estimator.method == "integrated_gradients":
-            failures["check_methods_sample_order_invariance"] = _FLOAT32_BATCHING
-        return failures
+        # Integrated gradients' check_methods_sample_order_invariance passes or
+        # fails with the random weights of the test's model: handled in the
+        # test below, as a non-strict expected failure.
+        return {"check_estimators_overwrite_params": _TORCH_MODEL_HASH}
     return {}
 
 
@@ -198,4 +199,15 @@ def _expected_failed_checks(estimator):
     ESTIMATORS, expected_failed_checks=_expected_failed_checks, xfail_strict=True
 )
 def test_sklearn_compatible_estimator(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if (
+        name == "check_methods_sample_order_invariance"
+        and isinstance(estimator, ExplanationTransformer)
+        and estimator.method == "integrated_gradients"
+    ):
+        try:
+            check(estimator)
+        except AssertionError:
+            pytest.xfail(_FLOAT32_BATCHING)
+        return
     check(estimator)

@@ -48,15 +48,19 @@ def test_untrained_embedding_leaves_every_class_the_shared_network():
 
 
 @pytest.mark.parametrize(
-    "module",
+    "make",
     [
-        ConditionalMLPAutoencoder(16, n_classes=3, hidden=8, embedding_std=3.0),
-        ConditionalConvAutoencoder((4, 4), n_classes=3, embedding_std=3.0),
+        lambda: ConditionalMLPAutoencoder(16, n_classes=3, hidden=8, embedding_std=3.0),
+        lambda: ConditionalConvAutoencoder((4, 4), n_classes=3, embedding_std=3.0),
     ],
 )
-def test_embedding_std_starts_the_classes_apart(module):
+def test_embedding_std_starts_the_classes_apart(make):
+    # Seeded: the embedding holds few values, whose spread varies by seed
+    # (seeds 0-99 give 2.5-3.8 for the MLP's 24; the default std 1 gives about 1).
+    torch.manual_seed(0)
+    module = make()
     weights = module.film.embedding.weight.detach()
-    assert 2.5 < float(weights.std()) < 3.5
+    assert 2.0 < float(weights.std()) < 4.0
     maps = torch.rand(4, 16)
     with torch.no_grad():
         first, other = module(maps, torch.zeros(4)), module(maps, torch.full((4,), 2))
