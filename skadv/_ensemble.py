@@ -319,9 +319,9 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         :class:`ActivationTransformer`) get their view's output from
         :func:`shared_transforms`: the views of the same model share one
         forward (and backward) pass. A list aligned with ``detectors_``, None
-        for the other members. ``readers`` (other readers of a model pass,
-        e.g. a :class:`GuardedClassifier`'s logits) join the same passes;
-        their outputs are then returned too, as ``(outputs, reader_outputs)``.
+        for the other members, and the outputs of ``readers`` (other readers
+        of a model pass, e.g. a :class:`GuardedClassifier`'s logits), which
+        join the same passes: ``(outputs, reader_outputs)``.
         """
         views = [member_view(d) for d in self.detectors_]
         shared = [i for i, view in enumerate(views) if view is not None]
@@ -329,13 +329,11 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         computed = shared_transforms([views[i] for i in shared] + list(readers), X)
         for i, output in zip(shared, computed[: len(shared)], strict=True):
             outputs[i] = output
-        if readers:
-            return outputs, computed[len(shared) :]
-        return outputs
+        return outputs, computed[len(shared) :]
 
     def _member_scores(self, X, view_outputs=None):
         if view_outputs is None:
-            view_outputs = self._view_outputs(X)
+            view_outputs, _ = self._view_outputs(X)
         scores = np.column_stack(
             [
                 np.asarray(

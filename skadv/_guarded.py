@@ -373,42 +373,40 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
         return np.asarray(getattr(steps[-1][1], method)(Xt))
 
     def _view_output(self, X, logits=False):
-        """``(Xt, member_outputs)`` of the shared pass, or None when the model
-        runs on its own.
+        """``(shared, logits)``: the detector's view outputs and the logits.
 
-        ``Xt`` is the output of the view that gives the class; for an
-        ensemble, ``member_outputs`` holds every member view's output, all of
-        them from the same passes of the model (see
-        :meth:`EnsembleDetector._view_outputs`), else it is None. With
-        ``logits``, returns ``(shared, logits)``: the model's logits read off
-        the same passes (``shared`` None: from a pass of their own).
+        ``shared`` is ``(Xt, member_outputs)`` of the shared pass, or None when
+        the model runs on its own: ``Xt`` is the output of the view that gives
+        the class; for an ensemble, ``member_outputs`` holds every member
+        view's output, all of them from the same passes of the model (see
+        :meth:`EnsembleDetector._view_outputs`), else it is None. ``logits``
+        (only when asked for, else None) are read off the same passes, or
+        computed by a pass of their own when there is no view.
         """
         if self._view is None:
-            return (None, self._logits(X)) if logits else None
+            return None, (self._logits(X) if logits else None)
         readers = [_LogitsReader(self)] if logits else []
         inner = unfrozen(self.detector_)
-        if not isinstance(inner, EnsembleDetector):
-            Xt, *read = shared_transforms([self._view, *readers], X)
-            shared = (Xt, None)
-        elif readers:
-            outputs, read = inner._view_outputs(X, readers=readers)
-        else:
-            outputs = inner._view_outputs(X)
         if isinstance(inner, EnsembleDetector):
+            outputs, read = inner._view_outputs(X, readers=readers)
             index = [member_view(d) for d in inner.detectors_].index(self._view)
             shared = (outputs[index], outputs)
-        return (shared, read[0]) if logits else shared
+        else:
+            Xt, *read = shared_transforms([self._view, *readers], X)
+            shared = (Xt, None)
+        return shared, (read[0] if logits else None)
 
     def _score_method(self):
         if _final_has(self.detector_, "p_value"):
             return "p_value"
         return "decision_function"
 
-    def _model_classes(self, X, shared):
-        """Indices of the model's predicted classes."""
+    def _model_classes(self, X, shared, logits=None):
+        """Indices of the model's predicted classes (from ``logits`` when
+        there is no shared pass and they were computed already)."""
         if shared is not None:
             return shared[0][:, 0].astype(np.intp)
-        return self._logits(X).argmax(axis=1)
+        return (self._logits(X) if logits is None else logits).argmax(axis=1)
 
     def _logits(self, X):
         X, _ = self._validate_input(X, reset=False)
@@ -425,11 +423,13 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
         labels[flagged] = self.reject_label
         return labels
 
-    def _predict(self, X):
+    def _predict(self, X, logits=False):
+        """Class indices, flags, the shared pass and (with ``logits``) the
+        logits, all from one pass of the model when the detector has a view."""
         check_is_fitted(self)
-        shared = self._view_output(X)
+        shared, out = self._view_output(X, logits=logits)
         flagged = self._detector_method(X, shared, "predict") == -1
-        return self._model_classes(X, shared), flagged, shared
+        return self._model_classes(X, shared, out), flagged, shared, out
 
     def predict(self, X):
         """The model's predicted class, or ``reject_label`` where flagged.
@@ -445,7 +445,7 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
             A label of ``classes_`` for each input the detector passes,
             ``reject_label`` for each one it flags.
         """
-        indices, flagged, _ = self._predict(X)
+        indices, flagged, _, _ = self._predict(X)
         return self._labels(indices, flagged)
 
     def predict_proba(self, X):
@@ -549,13 +549,10 @@ class GuardedClassifier(FrozenModelMixin, ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,)
             :meth:`detector_score`.
         """
-        check_is_fitted(self)
-        shared, logits = self._view_output(X, logits=True)
-        flagged = self._detector_method(X, shared, "predict") == -1
+        indices, flagged, shared, logits = self._predict(X, logits=True)
         scores = self._detector_method(X, shared, self._score_method())
         proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        labels = self._labels(self._model_classes(X, shared), flagged)
-        return labels, proba, scores
+        return self._labels(indices, flagged), proba, scores
 
     def __call__(self, x):
         """Labels of a batch of inputs as a torch tensor, rejects included.
