@@ -101,6 +101,12 @@ def interleaved(candidates, repeat, rounds=None):
     return best
 
 
+def median_ratio(rounds, name, baseline):
+    """Median over interleaved rounds of ``name``'s time over ``baseline``'s
+    in the same round (see :func:`interleaved`)."""
+    return float(np.median(np.asarray(rounds[name]) / np.asarray(rounds[baseline])))
+
+
 def load_data(data_home, quick):
     from skadv.datasets import load_mnist
 
@@ -296,9 +302,6 @@ def bench_presets(model, X_train_small, X_test, *, epochs=2, repeat=5):
     rounds = {}
     best = interleaved(candidates, repeat=repeat, rounds=rounds)
     floor_rounds = np.asarray(rounds["floor"])
-    round_ratios = {
-        name: np.asarray(times) / floor_rounds for name, times in rounds.items()
-    }
     one = {"floor": lambda: floor_gradients(model, X_test[:1])}
     for name, detector in detectors.items():
         one[name] = lambda d=detector: d.decision_function(X_test[:1])
@@ -308,8 +311,10 @@ def bench_presets(model, X_train_small, X_test, *, epochs=2, repeat=5):
     for name in detectors:
         rows[name] = {
             "decision_function_s": best[name],
-            "score_over_floor": float(np.median(round_ratios[name])),
-            "score_over_floor_rounds": round_ratios[name].round(3).tolist(),
+            "score_over_floor": median_ratio(rounds, name, "floor"),
+            "score_over_floor_rounds": (np.asarray(rounds[name]) / floor_rounds)
+            .round(3)
+            .tolist(),
             "best_over_best_floor": best[name] / floor,
             "single_input_latency_ms": 1000 * latency[name],
             "single_input_over_floor": latency[name] / latency["floor"],
@@ -328,22 +333,16 @@ def bench_presets(model, X_train_small, X_test, *, epochs=2, repeat=5):
         "ensemble": {
             "members": [name for name, _ in ensemble.detectors],
             "single_view": "ko-lim-2021",
-            "ensemble_over_single_view": float(
-                np.median(
-                    np.asarray(rounds["ensemble-3-views"])
-                    / np.asarray(rounds["ko-lim-2021"])
-                )
+            "ensemble_over_single_view": median_ratio(
+                rounds, "ensemble-3-views", "ko-lim-2021"
             ),
             "views_shared_pass_over_floor": best["views"] / floor,
             "member_detectors_over_floor": {
                 name: best[f"detector:{name}"] / floor for name, _ in ensemble.detectors
             },
             "unshared_decision_function_s": unshared,
-            "unshared_over_single_view": float(
-                np.median(
-                    np.asarray(rounds["ensemble-3-views-unshared"])
-                    / np.asarray(rounds["ko-lim-2021"])
-                )
+            "unshared_over_single_view": median_ratio(
+                rounds, "ensemble-3-views-unshared", "ko-lim-2021"
             ),
             "multiview_over_contrastive_h256": best["multiview"]
             / best["contrastive-h256"],

@@ -32,17 +32,14 @@ def _symmetric_indices(n, before, after):
     return torch.as_tensor(np.pad(np.arange(n), (before, after), mode="symmetric"))
 
 
-def _median_2x2(x, before, after):
-    """The 2x2 case of :func:`torch_median_smooth`, without sorting windows.
+def _upper_median_2x2(padded):
+    """Upper middle value of each 2x2 window of padded images ``(..., H, W)``.
 
     The upper middle of four values ``a, b, c, d`` is the larger of
     ``min(max(a, b), max(c, d))`` and ``max(min(a, b), min(c, d))``: four
     elementwise comparisons of shifted copies instead of a sort of every
     window (five times faster; the preset's squeezer).
     """
-    rows = _symmetric_indices(x.shape[-2], before, after).to(x.device)
-    cols = _symmetric_indices(x.shape[-1], before, after).to(x.device)
-    padded = x.index_select(-2, rows).index_select(-1, cols)
     a, b = padded[..., :-1, :-1], padded[..., :-1, 1:]
     c, d = padded[..., 1:, :-1], padded[..., 1:, 1:]
     return torch.maximum(
@@ -65,11 +62,13 @@ def torch_median_smooth(x, size, input_shape):
     """
     dims = range(x.ndim - 2, x.ndim) if len(input_shape) == 3 else range(1, x.ndim)
     before, after = size // 2, size - size // 2 - 1
-    if size == 2 and len(input_shape) == 3:
-        return _median_2x2(x, before, after)
     for d in dims:
         index = _symmetric_indices(x.shape[d], before, after).to(x.device)
-        x = x.index_select(d, index).unfold(d, size, 1)
+        x = x.index_select(d, index)
+    if size == 2 and len(input_shape) == 3:
+        return _upper_median_2x2(x)
+    for d in dims:
+        x = x.unfold(d, size, 1)
     windows = x.flatten(x.ndim - len(dims))
     return windows.sort(dim=-1).values[..., windows.shape[-1] // 2]
 

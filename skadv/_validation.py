@@ -72,11 +72,9 @@ def split_class_column(X, class_column, *, part, single):
     # The other columns as a view when they are contiguous (the class in the
     # first or last column, as the views write it): no copy of the maps. A
     # read-only X (e.g. from pandas) is copied: torch warns on read-only arrays.
-    if not X.flags.writeable:
-        rest = np.delete(X, class_column, axis=1)
-    elif class_column == 0:
+    if X.flags.writeable and class_column == 0:
         rest = X[:, 1:]
-    elif class_column == X.shape[1] - 1:
+    elif X.flags.writeable and class_column == X.shape[1] - 1:
         rest = X[:, :-1]
     else:
         rest = np.delete(X, class_column, axis=1)
