@@ -256,7 +256,7 @@ def conformal_p_values(
     return p
 
 
-def combine_p_values(p_values, method="fisher"):
+def combine_p_values(p_values, method="fisher", *, weights=None):
     """Combine each row's p-values from several detectors into one number.
 
     ``"fisher"``: Fisher's method, the chi-squared survival function of
@@ -271,6 +271,13 @@ def combine_p_values(p_values, method="fisher"):
     calibrates the others again on benign rows (see
     :func:`conformal_combined_p_values`).
 
+    With ``weights``, detector ``j`` gets the share ``w_j = weights[j] /
+    sum(weights)`` of the false-positive budget: ``"bonferroni"`` becomes
+    ``min(1, min_j p_j / w_j)`` (flagged at level ``a`` when some ``p_j < w_j
+    a``: the weighted Bonferroni test, still valid under any dependence),
+    ``"min"`` ``min_j p_j / (k w_j)`` and ``"mean"`` ``sum_j w_j p_j``; equal
+    weights give the unweighted rules.
+
     Parameters
     ----------
     p_values : array-like of shape (n_samples, n_detectors)
@@ -278,6 +285,10 @@ def combine_p_values(p_values, method="fisher"):
 
     method : {"fisher", "bonferroni", "min", "mean"}, default="fisher"
         The combination; smaller means more adversarial for all four.
+
+    weights : array-like of shape (n_detectors,), default=None
+        Positive weights of the detectors (not with ``"fisher"``); None:
+        equal.
 
     Returns
     -------
@@ -292,6 +303,11 @@ def combine_p_values(p_values, method="fisher"):
     array([0.02, 1.  ])
     >>> combine_p_values(p, "fisher").round(3)
     array([0.031, 0.597])
+
+    Three quarters of the budget for the first detector:
+
+    >>> combine_p_values([[0.03, 0.5], [0.5, 0.01]], "bonferroni", weights=[3, 1])
+    array([0.04, 0.04])
     """
     p = np.asarray(p_values, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] == 0:
@@ -301,6 +317,8 @@ def combine_p_values(p_values, method="fisher"):
         )
     if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
         raise ValueError("p_values must lie in [0, 1].")
+    if weights is not None:
+        return _combine_weighted(p, method, budget_scales(weights, p.shape[1]))
     if method == "fisher":
         if p.shape[0] == 0:
             return np.empty(0)
@@ -315,7 +333,41 @@ def combine_p_values(p_values, method="fisher"):
     raise ValueError(f"method must be one of {list(COMBINE_METHODS)}; got {method!r}.")
 
 
-def conformal_combined_p_values(calibration_scores, scores, method="fisher"):
+def budget_scales(weights, n_detectors):
+    """``sum(weights) / weights``: each detector's p-value scale (validated).
+
+    Detector ``j``'s p-value times its scale is below ``a`` exactly when it is
+    below its share ``weights[j] / sum(weights)`` of ``a``.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_detectors,):
+        raise ValueError(
+            f"weights must hold one weight per detector ({n_detectors}); got "
+            f"shape {w.shape}."
+        )
+    if not (np.isfinite(w).all() and (w > 0).all()):
+        raise ValueError(f"weights must be positive and finite; got {w.tolist()}.")
+    return w.sum() / w
+
+
+def _combine_weighted(p, method, scales):
+    if method == "bonferroni":
+        return np.minimum(1.0, (p * scales).min(axis=1))
+    if method == "min":
+        return (p * scales).min(axis=1) / len(scales)
+    if method == "mean":
+        return p @ (1.0 / scales)
+    if method == "fisher":
+        raise ValueError(
+            "weights apply to method 'bonferroni', 'min' or 'mean'; Fisher's "
+            "method has no weighted form here."
+        )
+    raise ValueError(f"method must be one of {list(COMBINE_METHODS)}; got {method!r}.")
+
+
+def conformal_combined_p_values(
+    calibration_scores, scores, method="fisher", *, weights=None
+):
     """Combined p-values of several detectors, calibrated again on benign rows.
 
     Each detector's score becomes a conformal p-value, the ``k`` p-values of a
@@ -343,6 +395,10 @@ def conformal_combined_p_values(calibration_scores, scores, method="fisher"):
     method : {"fisher", "bonferroni", "min", "mean"}, default="fisher"
         The combination.
 
+    weights : array-like of shape (n_detectors,), default=None
+        The detectors' shares of the false-positive budget (see
+        :func:`combine_p_values`); None: equal.
+
     Returns
     -------
     p_values : ndarray of shape (n_samples,)
@@ -369,7 +425,7 @@ def conformal_combined_p_values(calibration_scores, scores, method="fisher"):
         raise ValueError("calibration_scores is empty: no benign row to compare with.")
     n, k = cal.shape
     member_p = np.column_stack([_p_values(cal[:, j], new[:, j]) for j in range(k)])
-    combined = combine_p_values(member_p, method)
+    combined = combine_p_values(member_p, method, weights=weights)
     if method == "bonferroni":
         return combined
     # Calibration rows' counts of calibration rows at most as benign (itself
@@ -381,9 +437,9 @@ def conformal_combined_p_values(calibration_scores, scores, method="fisher"):
     for start in range(0, new.shape[0], _COMBINE_CHUNK):
         chunk = new[start : start + _COMBINE_CHUNK]
         cal_p = (counts[None] + (chunk[:, None, :] <= cal[None])) / (n + 1.0)
-        cal_combined = combine_p_values(cal_p.reshape(-1, k), method).reshape(
-            len(chunk), n
-        )
+        cal_combined = combine_p_values(
+            cal_p.reshape(-1, k), method, weights=weights
+        ).reshape(len(chunk), n)
         mine = combined[start : start + _COMBINE_CHUNK, None]
         out[start : start + len(chunk)] = (1.0 + (cal_combined <= mine).sum(1)) / (
             n + 1.0

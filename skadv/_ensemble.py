@@ -16,6 +16,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted
 from skadv._conformal import (
     COMBINE_METHODS,
     benign_rows,
+    budget_scales,
     calibration_groups,
     conformal_combined_p_values,
     conformal_p_values,
@@ -70,6 +71,16 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         (``k * min p``, valid under any dependence) is not, so it flags
         fewer benign rows than ``contamination`` and loses power.
 
+    weights : array-like of shape (n_detectors,), default=None
+        The members' shares of the false-positive budget, one positive
+        weight per entry of ``detectors`` (those of dropped members are
+        ignored), as ``VotingClassifier``'s weights; not with
+        ``combine="fisher"``. With ``"bonferroni"`` a row is flagged when
+        some member's p-value is below its share ``w_j / sum(w)`` of
+        ``contamination`` (the weighted Bonferroni test, valid under any
+        dependence); see :func:`combine_p_values` for the others. None:
+        equal shares.
+
     contamination : float in (0, 0.5], default=0.05
         Final p-value below which a row is flagged: the target false-positive
         rate.
@@ -114,6 +125,10 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
     min_class_rows_ : int
         The ``min_class_rows`` in use.
 
+    weights_ : ndarray of shape (n_members,) or None
+        The fitted members' weights, normalised to sum to 1; None without
+        ``weights``.
+
     offset_ : float
         ``contamination``: ``decision_function = p_value - offset_``.
 
@@ -156,6 +171,7 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
     _parameter_constraints = {
         "detectors": [list],
         "combine": [StrOptions(set(COMBINE_METHODS))],
+        "weights": ["array-like", None],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "calibration_size": [
             Interval(numbers.Real, 0, 1, closed="neither"),
@@ -176,6 +192,7 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         detectors,
         *,
         combine="fisher",
+        weights=None,
         contamination=0.05,
         calibration_size=0.2,
         class_column=None,
@@ -185,6 +202,7 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
     ):
         self.detectors = detectors
         self.combine = combine
+        self.weights = weights
         self.contamination = contamination
         self.calibration_size = calibration_size
         self.class_column = class_column
@@ -262,6 +280,26 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
                 )
         return kept
 
+    def _validate_weights(self):
+        """The kept members' weights, normalised; None without weights."""
+        if self.weights is None:
+            return None
+        weights = np.asarray(self.weights, dtype=np.float64)
+        if weights.shape != (len(self.detectors),):
+            raise ValueError(
+                f"weights must hold one weight per detector ({len(self.detectors)}, "
+                f"dropped ones included); got shape {weights.shape}."
+            )
+        kept = np.array([not _is_drop(d) for _, d in self.detectors])
+        weights = weights[kept]
+        budget_scales(weights, len(weights))  # positive and finite
+        if self.combine == "fisher":
+            raise ValueError(
+                "weights apply to combine='bonferroni', 'min' or 'mean'; got "
+                "combine='fisher'."
+            )
+        return weights / weights.sum()
+
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Fit every member on benign rows and calibrate on held-out ones.
@@ -282,6 +320,7 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
             The fitted ensemble.
         """
         kept = self._validate_detectors()
+        self.weights_ = self._validate_weights()
         X = benign_rows(X, y)
         classes = predicted_classes(self.class_column, X)
         self.min_class_rows_ = resolve_min_class_rows(
@@ -389,7 +428,8 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         -------
         p_values : ndarray of shape (n_samples,)
             In ``[1 / (n + 1), 1]`` with ``n`` calibration rows (except for
-            ``combine="bonferroni"``, in ``[k / (n + 1), 1]``).
+            ``combine="bonferroni"``, in ``[k / (n + 1), 1]``, or
+            ``[1 / (w_j (n + 1)), 1]`` with weights).
         """
         check_is_fitted(self)
         return self._p_value(X, self._member_scores(X))
@@ -398,7 +438,10 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         p = np.empty(len(scores), dtype=np.float64)
         for rows, reference in calibration_groups(self, X, len(scores)):
             p[rows] = conformal_combined_p_values(
-                self.calibration_scores_[reference], scores[rows], self.combine
+                self.calibration_scores_[reference],
+                scores[rows],
+                self.combine,
+                weights=self.weights_,
             )
         return p
 
@@ -448,7 +491,8 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         """:meth:`decision_function` of a torch tensor, for attacks.
 
         The exact decision of ``combine="bonferroni"`` (``min(1, k * min_j
-        p_j) - contamination``) computed in torch from the members' own torch
+        p_j) - contamination``, or ``min(1, min_j p_j / w_j) - contamination``
+        with weights) computed in torch from the members' own torch
         scores (pipelines of a view with ``torch_transform`` and a detector
         with ``torch_score_samples``). A conformal p-value counts calibration
         scores, a step function of the member's score: its gradient is taken
@@ -492,8 +536,14 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
         smooth = torch.sigmoid((scores[:, None, :] - cal[None]) / spread).sum(dim=1)
         counts = exact + (smooth - smooth.detach())
         p = (1 + counts) / (n + 1)
-        combined = (k * p.min(dim=1).values).clamp(max=1.0)
-        return combined - self.offset_
+        if self.weights_ is None:
+            combined = k * p.min(dim=1).values
+        else:
+            scales = torch.as_tensor(
+                budget_scales(self.weights_, k), dtype=p.dtype, device=p.device
+            )
+            combined = (p * scales).min(dim=1).values
+        return combined.clamp(max=1.0) - self.offset_
 
     def predict(self, X):
         """Predict +1 for benign and -1 for adversarial rows (``p < contamination``).

@@ -23,6 +23,7 @@ from skadv import (
     ExplanationReconstructionDetector,
     ExplanationTransformer,
     RawInputTransformer,
+    combine_p_values,
     conformal_combined_p_values,
     conformal_p_values,
     make_reconstructor,
@@ -256,7 +257,10 @@ def test_views_of_one_model_share_its_passes(digits_fgsm):
         handle.remove()
     assert calls == {"forward": 1, "backward": 1}  # 250 rows: one batch of 256
     # The attacks' torch path: every member through its own torch_transform.
-    two = EnsembleDetector(_view_members(net)[:2], combine="bonferroni", random_state=0)
+    # Weighted: the second member gets three quarters of the budget.
+    two = EnsembleDetector(
+        _view_members(net)[:2], combine="bonferroni", weights=[1, 3], random_state=0
+    )
     with torch.random.fork_rng():
         two.fit(digits_fgsm.X_train[:500])
     x = torch.tensor(X[:40], requires_grad=True)
@@ -266,6 +270,80 @@ def test_views_of_one_model_share_its_passes(digits_fgsm):
     )
     (grad,) = torch.autograd.grad(decision.sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_weighted_combinations():
+    p = np.array([[0.03, 0.5], [0.5, 0.01], [0.2, 0.3]])
+    for method in ("bonferroni", "min", "mean"):
+        np.testing.assert_allclose(
+            combine_p_values(p, method, weights=[2.0, 2.0]), combine_p_values(p, method)
+        )
+    # Budget shares 3/4 and 1/4: p / share.
+    np.testing.assert_allclose(
+        combine_p_values(p, "bonferroni", weights=[3, 1]), [0.04, 0.04, 0.8 / 3]
+    )
+    np.testing.assert_allclose(
+        combine_p_values(p, "min", weights=[3, 1]), [0.02, 0.02, 0.4 / 3]
+    )
+    np.testing.assert_allclose(
+        combine_p_values(p, "mean", weights=[3, 1]), [0.1475, 0.3775, 0.225]
+    )
+    with pytest.raises(ValueError, match="Fisher's method has no weighted form"):
+        combine_p_values(p, "fisher", weights=[1, 1])
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "weights must hold one weight per detector (2); got shape (3,)"
+        ),
+    ):
+        combine_p_values(p, "min", weights=[1, 1, 1])
+
+
+def test_weighted_ensemble():
+    """Member j is flagged alone below its share w_j of contamination."""
+    rng = np.random.default_rng(0)
+    X = _gaussian(rng, 600)
+    ensemble = EnsembleDetector(
+        [*_members(), ("third", "drop")],
+        combine="bonferroni",
+        weights=[3, 1, 5],  # the dropped member's weight is ignored
+        calibration_size=300,
+        random_state=0,
+    ).fit(X)
+    np.testing.assert_allclose(ensemble.weights_, [0.75, 0.25])
+    new = np.r_[_gaussian(rng, 200), _gaussian(rng, 20, shift=4.0)]
+    member = ensemble.member_p_values(new)
+    np.testing.assert_allclose(
+        ensemble.p_value(new),
+        np.minimum(1, np.minimum(member[:, 0] / 0.75, member[:, 1] / 0.25)),
+    )
+    flagged = ensemble.predict(new) == -1
+    np.testing.assert_array_equal(
+        flagged, (member[:, 0] < 0.75 * 0.05) | (member[:, 1] < 0.25 * 0.05)
+    )
+    assert flagged[200:].all() and flagged[:200].mean() < 0.1
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            {"weights": [1, 2, 3]},
+            "weights must hold one weight per detector (2, dropped ones included); "
+            "got shape (3,).",
+        ),
+        ({"weights": [1, 0]}, "weights must be positive and finite; got [1.0, 0.0]."),
+        (
+            {"weights": [1, 2], "combine": "fisher"},
+            "weights apply to combine='bonferroni', 'min' or 'mean'; got "
+            "combine='fisher'.",
+        ),
+    ],
+)
+def test_invalid_weights(params, message):
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        EnsembleDetector(_members(), **{"combine": "min", **params}).fit(X)
 
 
 def test_get_set_params_and_clone():
