@@ -10,13 +10,14 @@ from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 from skorch.callbacks import Callback
 
 from skadv._detector_classifier import DetectorClassifier
+from skadv._explain import ExplanationTransformer
 from skadv._presets import make_detector
 from skadv._torch_utils import torch_threads
 
 DEMO_ATTACKS = ("fgsm", "pgd")
 DEMO_EPS = (0.1, 0.2, 0.3)
 #: The configuration of :func:`skadv.make_detector` the demo uses.
-DEMO_PRESET = "small-data"
+DEMO_PRESET = "small-data-raw"
 
 
 class _Steps:
@@ -69,9 +70,11 @@ def run_demo(
     1. Train a small CNN on 70% of the digits (seeded).
     2. Craft adversarial examples of the held-out digits for every attack and
        eps, with IBM's adversarial-robustness-toolbox.
-    3. Fit the detector pipeline, ``make_detector(classifier,
-       preset="small-data")`` (see :func:`skadv.make_detector`), on benign
-       training digits only; its threshold is the 5% benign quantile.
+    3. Fit the detector, ``make_detector(classifier,
+       preset="small-data-raw")`` (see :func:`skadv.make_detector`: input x
+       gradient maps and the raw pixels, each with per-class autoencoders,
+       combined by conformal p-values), on benign training digits only; it
+       flags an input when either member's p-value is below 0.025.
     4. Calibrate a second threshold on a labelled calibration split (benign
        digits and their adversarial versions, never the test digits) with
        :class:`~sklearn.model_selection.TunedThresholdClassifierCV`.
@@ -82,7 +85,7 @@ def run_demo(
     ----------
     output_dir : str or path-like, default="skadv-demo"
         Where ``demo.png``, ``results.json``, ``detector.joblib`` (the fitted
-        pipeline) and ``calibrated_detector.joblib`` (with the calibrated
+        detector) and ``calibrated_detector.joblib`` (with the calibrated
         threshold) are written; created if needed.
 
     attacks : sequence of str, default=("fgsm", "pgd")
@@ -164,15 +167,18 @@ def _run_demo(output_dir, attacks, eps, random_state, verbose):
 
     detector = make_detector(classifier, preset=DEMO_PRESET, random_state=random_state)
     step(
-        f"fitting the detector (preset {DEMO_PRESET!r}) on the {len(X_fit)} "
-        "benign training digits: one autoencoder per class, "
-        f"{detector[-1].reconstructor.max_epochs} epochs each"
+        f"fitting the detector (preset {DEMO_PRESET!r}: "
+        f"{', '.join(name for name, _ in detector.detectors)}) on the "
+        f"{len(X_fit)} benign training digits: one autoencoder per class each"
     )
-    # verbose only draws the autoencoders' progress bar; it is reset so that
+    # verbose only draws the autoencoders' progress bars; it is reset so that
     # the saved detector refits silently.
-    detector.set_params(explanationreconstructiondetector__verbose=int(bool(verbose)))
+    progress = [
+        key for key in detector.get_params() if key.endswith("detector__verbose")
+    ]
+    detector.set_params(**dict.fromkeys(progress, int(bool(verbose))))
     detector.fit(X_fit)
-    detector.set_params(explanationreconstructiondetector__verbose=0)
+    detector.set_params(**dict.fromkeys(progress, 0))
 
     step("calibrating the threshold on the calibration split")
     X_cal_adv = np.concatenate(
@@ -275,7 +281,12 @@ def _plot_demo(path, detector, X_test, example, attack, eps, curves):
 
     X_adv, ok = example
     index = np.flatnonzero(ok)[:4]
-    transformer = detector[0]
+    # The explanation member's maps (the ensemble's other member reads pixels).
+    transformer = next(
+        member[0]
+        for member in detector.detectors_
+        if isinstance(member[0], ExplanationTransformer)
+    )
     maps = transformer.transform(np.concatenate([X_test[index], X_adv[index]]))
 
     fig = Figure(figsize=(12, 5.5), layout="constrained")

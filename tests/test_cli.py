@@ -40,32 +40,41 @@ def test_demo_writes_results_picture_and_detector(demo_run, capsys):
     assert calibrated.best_threshold_ == pytest.approx(results["calibrated_threshold"])
 
 
-def test_demo_detector_is_the_small_data_preset(demo_run):
+def test_demo_detector_is_the_small_data_raw_preset(demo_run):
     import torch
 
-    from skadv import make_detector
+    from skadv import EnsembleDetector, RawInputTransformer, make_detector
 
     detector = joblib.load(demo_run / "detector.joblib")
-    preset = make_detector(torch.nn.Identity(), preset="small-data", random_state=0)
-    assert detector[0].method == preset[0].method == "input_x_gradient"
-    for name in ("contamination", "validation_fraction", "metric", "random_state"):
-        assert detector[-1].get_params()[name] == preset[-1].get_params()[name]
-    net = detector[-1].reconstructor.get_params()
+    assert isinstance(detector, EnsembleDetector)
+    preset = make_detector(torch.nn.Identity(), preset="small-data-raw", random_state=0)
+    assert [name for name, _ in detector.detectors] == ["small-data", "raw-pixels"]
+    for name in ("combine", "calibration_size", "contamination", "random_state"):
+        assert detector.get_params()[name] == preset.get_params()[name]
+    explanations, pixels = detector.detectors_
+    assert explanations[0].method == "input_x_gradient"
+    assert isinstance(pixels[0], RawInputTransformer)
+    net = explanations[-1].reconstructor.get_params()
     assert (net["module__hidden"], net["max_epochs"]) == (128, 300)
-    # The progress bar was a callback during training only; the saved
+    # The progress bars were callbacks during training only; the saved
     # classifier refits silently.
-    classifier = detector[0].model
+    classifier = explanations[0].model
     assert classifier.callbacks is None
     assert "progress" not in dict(classifier.callbacks_)
-    assert detector[-1].verbose == 0
+    # A refit (clone) trains the members as set, without progress bars.
+    verbose = {
+        k: v for k, v in detector.get_params().items() if k.endswith("__verbose")
+    }
+    assert verbose and set(verbose.values()) == {0}
 
 
 def test_demo_prints_progress_and_the_table(demo_run):
     printed = (demo_run / "stdout.txt").read_text()
     assert "[2/6] training the digits CNN on 1005 digits (20 epochs)\n" in printed
     assert (
-        "[4/6] fitting the detector (preset 'small-data') on the 1005 benign "
-        "training digits: one autoencoder per class, 300 epochs each\n"
+        "[4/6] fitting the detector (preset 'small-data-raw': small-data, "
+        "raw-pixels) on the 1005 benign training digits: one autoencoder per "
+        "class each\n"
     ) in printed
     assert "[6/6] scoring the test digits\n" in printed
     # The long stages draw progress bars (on stderr) while they run.

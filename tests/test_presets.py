@@ -68,8 +68,11 @@ def test_list_presets_names_and_describes_every_preset():
         "contrastive-h256",
         "small-data",
         "binarized-pixels",
+        "raw-pixels",
         "feature-squeezing",
         "multiview",
+        "squeezing-contrastive",
+        "small-data-raw",
     ]
     assert presets == {name: p["description"] for name, p in PRESETS.items()}
     for description in presets.values():
@@ -91,8 +94,11 @@ ADAPTIVE_FIGURES = {
     "contrastive-h256": "mnist",
     "small-data": "digits",
     "binarized-pixels": "digits",
+    "raw-pixels": "digits",
     "feature-squeezing": "mnist",
     "multiview": "mnist",
+    "squeezing-contrastive": "mnist",
+    "small-data-raw": "digits",
 }
 _PERCENT = r"(\d+(?:\.\d)?)%"
 
@@ -134,10 +140,11 @@ def test_the_registry_is_the_only_source(model):
         if "members" in p:
             ensemble = make_detector(model, preset=name)
             assert [n for n, _ in ensemble.detectors] == list(p["members"])
-            assert (ensemble.combine, ensemble.calibration_size) == (
-                p["combine"],
-                p["calibration_size"],
-            )
+            assert (
+                ensemble.combine,
+                ensemble.weights,
+                ensemble.calibration_size,
+            ) == (p["combine"], p.get("weights"), p["calibration_size"])
             continue
         if p.get("detector") == "feature-squeezing":
             squeezing = make_detector(model, preset=name)
@@ -151,7 +158,7 @@ def test_the_registry_is_the_only_source(model):
         net = detector.reconstructor.get_params()
         if p.get("view") == "raw":
             assert isinstance(transformer, RawInputTransformer)
-            assert transformer.bit_depth == p["bit_depth"]
+            assert transformer.bit_depth == p.get("bit_depth")
         else:
             assert (transformer.method, transformer.normalize) == (
                 p["method"],
@@ -229,7 +236,8 @@ def test_unknown_preset(model, preset):
     with pytest.raises(
         ValueError,
         match=r"^preset must be one of \['binarized-pixels', 'contrastive-h256', "
-        r"'feature-squeezing', 'ko-lim-2021', 'multiview', 'small-data'\]; got "
+        r"'feature-squeezing', 'ko-lim-2021', 'multiview', 'raw-pixels', "
+        r"'small-data', 'small-data-raw', 'squeezing-contrastive'\]; got "
         + re.escape(repr(preset))
         + r"\.$",
     ):

@@ -160,7 +160,11 @@ def test_every_detector_is_fitted_with_the_same_contamination():
     study.image_shape = (8, 8)
     study.input_shape = (1, 8, 8)
     study.specs = {s.name: s for s in [*preset_specs(), *peer_specs()]}
-    study._blocks = {"multiview": np.array([0, 65, 130])}
+    study._blocks = {
+        "multiview": np.array([0, 65, 130]),
+        "squeezing-contrastive": np.array([0, 65, 130]),
+        "small-data-raw": np.array([0, 65, 130]),
+    }
     kinds = {}
     for spec in [*preset_specs(), *peer_specs()]:
         detector = study.detector(spec, contamination=0.05)
@@ -169,7 +173,9 @@ def test_every_detector_is_fitted_with_the_same_contamination():
         assert final.get_params()["contamination"] == 0.05
         if isinstance(final, EnsembleDetector):
             for _, member in final.detectors:
-                assert member[-1].get_params()["contamination"] == 0.05
+                while hasattr(member, "steps"):  # pipelines in pipelines
+                    member = member[-1]
+                assert member.get_params()["contamination"] == 0.05
     assert kinds["feature-squeezing"] is FeatureSqueezingDetector
     assert kinds["mahalanobis"] is ClassConditionalGaussianDetector
     assert kinds["magnet-raw"] is ExplanationReconstructionDetector
@@ -178,6 +184,9 @@ def test_every_detector_is_fitted_with_the_same_contamination():
     assert multiview.combine == "bonferroni"
     assert multiview.calibration_size == 0.1
     assert isinstance(BaselineSpec.ensemble_preset("multiview"), BaselineSpec)
+    # A weighted preset is measured with its weights.
+    weighted = study.detector(study.specs["squeezing-contrastive"])
+    assert (weighted.combine, weighted.weights) == ("bonferroni", (2, 1))
 
 
 def _fake_results(dataset, tpr, fpr):

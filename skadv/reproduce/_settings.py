@@ -182,9 +182,9 @@ class BaselineSpec:
     :class:`~skadv.ActivationTransformer`) or ``"ensemble"`` (an
     :class:`~skadv.EnsembleDetector` of the specs named in ``ensemble_of``,
     each fitted on the same rows as when it stands alone; ``options``: its
-    ``combine`` and ``calibration_size``). Every one is fitted on the benign
-    training images only, with ``contamination=0.05``, like the autoencoder
-    configurations.
+    ``combine``, ``calibration_size`` and any ``weights``). Every one is
+    fitted on the benign training images only, with ``contamination=0.05``,
+    like the autoencoder configurations.
     """
 
     name: str
@@ -214,6 +214,7 @@ class BaselineSpec:
             options=(
                 ("calibration_size", settings["calibration_size"]),
                 ("combine", settings["combine"]),
+                *((("weights", settings["weights"]),) if "weights" in settings else ()),
             ),
             ensemble_of=tuple(settings["members"]),
             preset=preset,
