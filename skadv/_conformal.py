@@ -317,19 +317,29 @@ def combine_p_values(p_values, method="fisher", *, weights=None):
         )
     if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
         raise ValueError("p_values must lie in [0, 1].")
-    if weights is not None:
-        return _combine_weighted(p, method, budget_scales(weights, p.shape[1]))
+    # Each detector's p-value scaled by the inverse of its budget share; the
+    # unweighted rules keep their own arithmetic (bit for bit as before).
+    scales = None if weights is None else budget_scales(weights, p.shape[1])
     if method == "fisher":
+        if scales is not None:
+            raise ValueError(
+                "weights apply to method 'bonferroni', 'min' or 'mean'; Fisher's "
+                "method has no weighted form here."
+            )
         if p.shape[0] == 0:
             return np.empty(0)
         with np.errstate(divide="ignore"):
             return stats.combine_pvalues(p, method="fisher", axis=1).pvalue
     if method == "bonferroni":
-        return np.minimum(1.0, p.shape[1] * p.min(axis=1))
+        if scales is None:
+            return np.minimum(1.0, p.shape[1] * p.min(axis=1))
+        return np.minimum(1.0, (p * scales).min(axis=1))
     if method == "min":
-        return p.min(axis=1)
+        return (
+            p.min(axis=1) if scales is None else (p * scales).min(axis=1) / len(scales)
+        )
     if method == "mean":
-        return p.mean(axis=1)
+        return p.mean(axis=1) if scales is None else p @ (1.0 / scales)
     raise ValueError(f"method must be one of {list(COMBINE_METHODS)}; got {method!r}.")
 
 
@@ -348,21 +358,6 @@ def budget_scales(weights, n_detectors):
     if not (np.isfinite(w).all() and (w > 0).all()):
         raise ValueError(f"weights must be positive and finite; got {w.tolist()}.")
     return w.sum() / w
-
-
-def _combine_weighted(p, method, scales):
-    if method == "bonferroni":
-        return np.minimum(1.0, (p * scales).min(axis=1))
-    if method == "min":
-        return (p * scales).min(axis=1) / len(scales)
-    if method == "mean":
-        return p @ (1.0 / scales)
-    if method == "fisher":
-        raise ValueError(
-            "weights apply to method 'bonferroni', 'min' or 'mean'; Fisher's "
-            "method has no weighted form here."
-        )
-    raise ValueError(f"method must be one of {list(COMBINE_METHODS)}; got {method!r}.")
 
 
 def conformal_combined_p_values(
