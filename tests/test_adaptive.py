@@ -269,11 +269,13 @@ def test_feature_squeezing_is_attacked_through_its_own_scores(problem):
         method: make_adaptive_adversarial(
             squeezing, X, y, eps=0.2, method=method, max_iter=30, random_state=0
         )
-        for method in ("pgd", "orthogonal")
+        for method in ("pgd", "selective")
     }
     for X_adv, success, evaded in runs.values():
         np.testing.assert_array_equal(evaded, success & (squeezing.predict(X_adv) == 1))
-    # Measured: plain PGD misleads all 30 and gets 0.17 past the threshold;
-    # orthogonal PGD gets 0.20 past it.
+    # Measured: plain PGD misleads all 30 and gets 0.17-0.23 past the
+    # threshold (the figure moves with the CPU's float arithmetic); selective
+    # PGD, which steers by the squeezing score once an input is misclassified,
+    # gets 0.80 past it.
     assert runs["pgd"][1].mean() > 0.9
-    assert runs["orthogonal"][2].mean() >= runs["pgd"][2].mean()
+    assert runs["selective"][2].mean() > runs["pgd"][2].mean() + 0.3

@@ -1165,8 +1165,14 @@ def test_a_version_1_file_still_loads():
     loaded = load(data / "guard-v1.skadv", model=model)
     X = expected["X"].numpy()
     np.testing.assert_array_equal(loaded.predict(X), expected["predict"].numpy())
+    # Recorded on another CPU: float32 sums there and here may differ in their
+    # last bits (vector width, summation order), which moves these scores of
+    # ~1e-2 by up to ~2e-8.
     np.testing.assert_allclose(
-        loaded.detector_score(X), expected["detector_score"].numpy(), rtol=1e-6
+        loaded.detector_score(X),
+        expected["detector_score"].numpy(),
+        rtol=1e-6,
+        atol=1e-7,
     )
     # Version 1 stored the fitted detector only, as the guard's detector too.
     assert loaded.detector is loaded.detector_ and loaded.shares_forward_pass_
