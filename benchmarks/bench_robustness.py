@@ -5,9 +5,9 @@ For each preset: the detector is fitted on benign training data, its threshold
 benign test set, then ``skadv.attacks.evaluate_robustness`` runs plain PGD and
 the adaptive suite (orthogonal and selective PGD through straight-through
 surrogates of two steepnesses, targeted orthogonal runs towards each wrong
-class from the second most likely on, best-of per input) on correctly
-classified test inputs. Success is judged on the real model and the real
-fitted detector.
+class from the second most likely on, then a gradient-free square search on
+the exact scores; best-of per input) on correctly classified test inputs.
+Success is judged on the real model and the real fitted detector.
 
 Usage::
 
@@ -54,7 +54,11 @@ SUITE = {
     "target_methods": ["orthogonal"],
     "plain_pgd": True,
     "n_restarts": 1,
+    "square_queries": 1000,
 }
+#: ``--suite square``: plain PGD and the gradient-free square search only, to
+#: measure what the search adds without rerunning the gradient strategies.
+SQUARE_ONLY = dict(SUITE, methods=[], target_methods=[], n_targets=0)
 
 
 def fitted(classifier, preset, X_train, args):
@@ -155,6 +159,8 @@ def format_tables(results_dir=RESULTS):
         rows = {(r["eps"], r["attack"]): r for r in report["results"]}
         bits = report["settings"]["suite"].get("quantize")
         name = report["dataset"] + (f" ({bits}-bit)" if bits else "")
+        if not report["settings"]["suite"]["methods"]:
+            name += " (plain PGD + square search only)"
         held_out = report.get("fit_on") == "test"
         for eps in report["settings"]["eps"]:
             pgd, adaptive = rows[(eps, "pgd")], rows[(eps, "adaptive")]
@@ -213,16 +219,25 @@ def main(argv=None):
         "confidence, which is higher on the images it was trained on",
     )
     parser.add_argument(
+        "--suite",
+        choices=["full", "square"],
+        default="full",
+        help="'square': plain PGD and the square search only (the report is "
+        "written with a -square suffix)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="50 inputs, 20 steps, one surrogate"
     )
     parser.add_argument("--output-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
     presets = args.preset or list(list_presets())
-    suite = dict(SUITE)
+    suite = dict(SUITE if args.suite == "full" else SQUARE_ONLY)
     n_attack, max_iter = args.n_attack, args.max_iter
     if args.quick:
         n_attack, max_iter = 50, 20
-        suite.update(surrogates=[["straight_through", 10.0]], n_targets=1)
+        suite.update(surrogates=[["straight_through", 10.0]], square_queries=50)
+        if args.suite == "full":
+            suite.update(n_targets=1)
     if args.quantize:
         suite["quantize"] = args.quantize
     output = Path(args.output_dir)
@@ -272,12 +287,20 @@ def main(argv=None):
             fit_on=args.fit_on,
             fit_data=fit_data,
             attack_settings=(
-                f"L-inf, {max_iter} steps per run, signed steps from eps/8 "
-                "decaying (cosine) to eps/80, no random start; adaptive suite: "
+                f"L-inf, {max_iter} steps per gradient run, signed steps from "
+                "eps/8 decaying (cosine) to eps/80, no random start; adaptive "
+                "suite: "
                 + ("plain PGD first, then " if suite.get("plain_pgd") else "")
-                + f"methods {suite['methods']}, surrogates {suite['surrogates']}, "
-                f"targeted {suite['target_methods']} runs towards the "
-                f"{suite['n_targets']} most likely wrong classes after the first, "
+                + (
+                    f"methods {suite['methods']}, surrogates {suite['surrogates']}, "
+                    f"targeted {suite['target_methods']} runs towards the "
+                    f"{suite['n_targets']} most likely wrong classes after the "
+                    "first, then "
+                    if suite["methods"]
+                    else ""
+                )
+                + f"a square search of {suite['square_queries']} queries per "
+                "input on the exact scores (p_init 0.05), "
                 f"{suite['n_restarts']} run(s) per strategy"
                 + (f", {args.quantize}-bit iterates" if args.quantize else "")
                 + "; best-of per input; plain PGD: the classifier's margin only"
@@ -288,6 +311,7 @@ def main(argv=None):
         reports[preset] = report
         suffix = "-quick" if args.quick else ""
         suffix += f"-{args.quantize}bit" if args.quantize else ""
+        suffix += "-square" if args.suite == "square" else ""
         path = output / f"robustness-{args.dataset}-{preset}{suffix}.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {path} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -302,7 +326,8 @@ def main(argv=None):
                 f" ({bits}-bit)"
                 if (bits := r["settings"]["suite"].get("quantize"))
                 else ""
-            ): r
+            )
+            + ("" if r["settings"]["suite"]["methods"] else " (square only)"): r
             for r in (
                 json.loads(p.read_text())
                 for p in sorted(output.glob(f"robustness-{args.dataset}-*.json"))

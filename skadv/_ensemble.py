@@ -545,6 +545,72 @@ class EnsembleDetector(OutlierMixin, _BaseComposition):
             combined = (p * scales).min(dim=1).values
         return combined.clamp(max=1.0) - self.offset_
 
+    def torch_decision_margin(self, X, *, module=None):
+        """A continuous decision with the sign of :meth:`decision_function`.
+
+        A conformal p-value is a step function of the member's score, and it
+        stops moving below the smallest calibration score: an attack that only
+        reads :meth:`decision_function` (a score-based search, which has no
+        gradient to follow) sees no progress deep in the flagged region. This
+        is each member's score minus the score at which its p-value crosses
+        its share of ``contamination`` (the weighted Bonferroni rule of
+        :meth:`torch_decision_function`), in units of the spread of its
+        calibration scores, minimised over members. It is negative exactly
+        for the rows :meth:`predict` flags, and computed from the members' own
+        torch scores.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, ...)
+            Inputs, as the members' views take them.
+
+        module : torch.nn.Module, default=None
+            A stand-in for the members' model, as in
+            :meth:`torch_decision_function`.
+
+        Returns
+        -------
+        margin : torch.Tensor of shape (n_samples,), float64
+            Negative for the rows flagged as adversarial.
+        """
+        check_is_fitted(self)
+        if self.combine != "bonferroni" or self.calibration_classes_ is not None:
+            raise ValueError(
+                "torch_decision_margin needs combine='bonferroni' and "
+                f"class_column=None; this ensemble has combine={self.combine!r}, "
+                f"class_column={self.class_column!r}."
+            )
+        import torch
+
+        scores = torch.stack(
+            [_torch_member_scores(d, X, module) for d in self.detectors_], dim=1
+        )
+        n, k = self.calibration_scores_.shape
+        scales = (
+            np.full(k, float(k))
+            if self.weights_ is None
+            else budget_scales(self.weights_, k)
+        )
+        # Member j flags a row when its count of calibration scores <= the
+        # row's is at most K_j, the largest count whose scaled p-value is
+        # below contamination (the arithmetic of torch_decision_function);
+        # that is when its score is below the (K_j + 1)-th smallest
+        # calibration score.
+        p = (1 + np.arange(n + 1, dtype=np.float64)) / (n + 1)
+        thresholds = np.empty(k)
+        for j in range(k):
+            largest = int(np.sum(p * scales[j] < self.offset_)) - 1
+            ordered = np.sort(self.calibration_scores_[:, j])
+            thresholds[j] = (
+                -np.inf if largest < 0 else np.inf if largest >= n else ordered[largest]
+            )
+        spread = np.maximum(self.calibration_scores_.std(axis=0), 1e-12)
+        thresholds = torch.as_tensor(
+            thresholds, dtype=scores.dtype, device=scores.device
+        )
+        spread = torch.as_tensor(spread, dtype=scores.dtype, device=scores.device)
+        return ((scores - thresholds) / spread).min(dim=1).values
+
     def predict(self, X):
         """Predict +1 for benign and -1 for adversarial rows (``p < contamination``).
 

@@ -4,7 +4,8 @@
 adversarial-robustness-toolbox (install with ``pip install "skadv[attacks]"``).
 The detector-aware attacks, which no attack library ships, are skadv's own:
 :func:`make_adaptive_adversarial` (orthogonal and selective PGD through the
-explanation map), :func:`adaptive_attack_suite` (best-of over methods,
+explanation map), :func:`make_square_adversarial` (a gradient-free search on
+the exact scores), :func:`adaptive_attack_suite` (best-of over methods,
 surrogates, targets and restarts: the strongest attack skadv has) and
 :func:`evaluate_robustness` (plain and adaptive attacks against a detector's
 fixed threshold).
@@ -17,6 +18,7 @@ from skadv.attacks._adaptive import (
 )
 from skadv.attacks._art import ATTACKS, make_adversarial
 from skadv.attacks._robustness import evaluate_robustness
+from skadv.attacks._square import make_square_adversarial
 
 __all__ = [
     "ATTACKS",
@@ -24,5 +26,6 @@ __all__ = [
     "evaluate_robustness",
     "make_adaptive_adversarial",
     "make_adversarial",
+    "make_square_adversarial",
     "make_surrogate",
 ]

@@ -576,6 +576,7 @@ def adaptive_attack_suite(
     plain_pgd=True,
     n_restarts=1,
     max_iter=200,
+    square_queries=1000,
     eps_step=None,
     quantize=None,
     clip_values=(0.0, 1.0),
@@ -593,7 +594,10 @@ def adaptive_attack_suite(
     targeted runs towards each input's 2nd, 3rd, ... most likely wrong class,
     ``n_targets`` of them (thresholds are per class, so some classes are
     easier to hide in; the untargeted runs already head for the most likely
-    one); then every method under each further surrogate (untargeted). Each
+    one); then every method under each further surrogate (untargeted); last,
+    the gradient-free square search on the exact scores
+    (:func:`~skadv.attacks.make_square_adversarial`, ``square_queries``
+    proposals per input), which needs no surrogate. Each
     strategy attacks only the inputs that no earlier one got past the
     detector, and keeps, per input, the best result judged on the real model
     and the real fitted detector: misclassified and unflagged first, then
@@ -616,7 +620,8 @@ def adaptive_attack_suite(
     eps : float, default=0.3
         L-infinity budget.
     methods : sequence of str, default=("orthogonal", "selective")
-        Methods of :func:`make_adaptive_adversarial` for the untargeted runs.
+        Methods of :func:`make_adaptive_adversarial` for the untargeted runs
+        (empty: none).
     surrogates : sequence of (str, float), default=(("straight_through", 10.0), \
             ("straight_through", 20.0))
         ``(surrogate, softplus_beta)`` pairs to run; the first also serves
@@ -626,7 +631,8 @@ def adaptive_attack_suite(
         the 2nd most likely on (8: every wrong class but the most likely of
         a 10-class model; fewer when the model has fewer classes; 0: none).
     target_methods : sequence of str, default=("orthogonal",)
-        Methods of :func:`make_adaptive_adversarial` for the targeted runs.
+        Methods of :func:`make_adaptive_adversarial` for the targeted runs
+        (empty: none).
     plain_pgd : bool, default=True
         Start with plain PGD (``method="pgd"``), so the suite gets through
         at least what an attacker who ignores the detector gets through.
@@ -634,6 +640,9 @@ def adaptive_attack_suite(
         Restarts of each strategy (see :func:`make_adaptive_adversarial`).
     max_iter : int, default=200
         Steps per run.
+    square_queries : int, default=1000
+        Proposals per input of the final gradient-free square search
+        (:func:`~skadv.attacks.make_square_adversarial`); 0: none.
     eps_step : float, default=None
         First step size; None: ``eps / 8``.
     quantize : int, default=None
@@ -671,27 +680,37 @@ def adaptive_attack_suite(
     >>> detector = make_pipeline(ExplanationTransformer(model),
     ...     ExplanationReconstructionDetector(min_class_size=1, unseen_class="fallback",
     ...                                       random_state=0)).fit(X)
-    >>> result = adaptive_attack_suite(detector, X[:4], eps=0.1, max_iter=5)
+    >>> result = adaptive_attack_suite(detector, X[:4], eps=0.1, max_iter=5,
+    ...                                square_queries=10)
     >>> [s["strategy"] for s in result.strategies]  # doctest: +NORMALIZE_WHITESPACE
     ['plain PGD', 'orthogonal, straight_through beta 10',
      'selective, straight_through beta 10',
      'orthogonal, straight_through beta 10, target 2',
-     'orthogonal, straight_through beta 20', 'selective, straight_through beta 20']
+     'orthogonal, straight_through beta 20', 'selective, straight_through beta 20',
+     'square search, 10 queries']
     >>> result.evaded.shape
     (4,)
     """
     view, _ = _pipeline_parts(detector)
     for name, value in (("methods", methods), ("target_methods", target_methods)):
-        if not value or any(m not in METHODS for m in value):
+        if isinstance(value, str) or any(m not in METHODS for m in value):
             raise ValueError(
-                f"{name} must be a non-empty sequence of {list(METHODS)}; "
+                f"{name} must be a sequence of {list(METHODS)} (empty: none); "
                 f"got {value!r}."
             )
     if not surrogates:
         raise ValueError("surrogates must hold at least one (surrogate, beta) pair.")
-    if not isinstance(n_targets, numbers.Integral) or n_targets < 0:
+    for name, value in (("n_targets", n_targets), ("square_queries", square_queries)):
+        if (
+            not isinstance(value, numbers.Integral)
+            or isinstance(value, bool)
+            or value < 0
+        ):
+            raise ValueError(f"{name} must be a non-negative integer; got {value!r}.")
+    if not (plain_pgd or methods or (n_targets and target_methods) or square_queries):
         raise ValueError(
-            f"n_targets must be a non-negative integer; got {n_targets!r}."
+            "The suite has no strategy: give methods, n_targets with "
+            "target_methods, plain_pgd=True or square_queries > 0."
         )
     X = check_array(X, allow_nd=True, dtype=np.float32)
     X_model = X.reshape(len(X), *view.input_shape_)
@@ -711,7 +730,7 @@ def adaptive_attack_suite(
 
     strategies = [("plain PGD", {"method": "pgd"})] if plain_pgd else []
     strategies += untargeted(*surrogates[0])
-    if n_targets:
+    if n_targets and target_methods:
         # Wrong classes by likelihood; the first is what untargeted runs seek.
         targets = _easiest_targets(model, X_model, y, n_targets + 1, batch_size, device)
         kind, beta = surrogates[0]
@@ -730,6 +749,10 @@ def adaptive_attack_suite(
         ]
     for kind, beta in surrogates[1:]:
         strategies += untargeted(kind, beta)
+    if square_queries:
+        strategies.append(
+            (f"square search, {square_queries} queries", {"square": square_queries})
+        )
     X_best = X.copy()
     success = np.zeros(len(X), dtype=bool)
     evaded = np.zeros(len(X), dtype=bool)
@@ -742,21 +765,37 @@ def adaptive_attack_suite(
         params = dict(params)
         k = params.pop("target", None)
         start = time.perf_counter()
-        X_adv, hit, slipped = make_adaptive_adversarial(
-            detector,
-            X[rows],
-            y[rows],
-            eps=eps,
-            max_iter=max_iter,
-            eps_step=eps_step,
-            n_restarts=n_restarts,
-            target=None if k is None else targets[rows, k],
-            quantize=quantize,
-            clip_values=clip_values,
-            batch_size=batch_size,
-            random_state=random_state,
-            **params,
-        )
+        if "square" in params:
+            from skadv.attacks._square import make_square_adversarial
+
+            X_adv, hit, slipped = make_square_adversarial(
+                detector,
+                X[rows],
+                y[rows],
+                eps=eps,
+                max_iter=params["square"],
+                n_restarts=n_restarts,
+                quantize=quantize,
+                clip_values=clip_values,
+                batch_size=batch_size,
+                random_state=random_state,
+            )
+        else:
+            X_adv, hit, slipped = make_adaptive_adversarial(
+                detector,
+                X[rows],
+                y[rows],
+                eps=eps,
+                max_iter=max_iter,
+                eps_step=eps_step,
+                n_restarts=n_restarts,
+                target=None if k is None else targets[rows, k],
+                quantize=quantize,
+                clip_values=clip_values,
+                batch_size=batch_size,
+                random_state=random_state,
+                **params,
+            )
         new_decision = np.full(rows.size, -np.inf)
         if hit.any():
             new_decision[hit] = detector.decision_function(X_adv[hit])

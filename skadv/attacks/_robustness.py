@@ -112,7 +112,8 @@ def evaluate_robustness(
     >>> y = model(torch.tensor(X[60:])).argmax(1).numpy()
     >>> report = evaluate_robustness(
     ...     detector, X[60:64], y[:4], X_benign=X[60:], eps=[0.1], max_iter=3,
-    ...     suite_params={"surrogates": [("straight_through", 10.0)], "n_targets": 0})
+    ...     suite_params={"surrogates": [("straight_through", 10.0)], "n_targets": 0,
+    ...                   "square_queries": 10})
     >>> [(row["eps"], row["attack"]) for row in report["results"]]
     [(0.1, 'pgd'), (0.1, 'adaptive')]
     """
