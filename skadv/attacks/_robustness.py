@@ -22,6 +22,9 @@ def _report(detector, benign_score, X_adv, success, evaded, seconds):
         "evasion_rate": float(evaded.mean()),
         "n_attacked": int(success.size),
         "n_success": n_success,
+        # Which inputs got through, so that reports of different attacks on
+        # the same inputs can be combined (an input is through when any got it).
+        "evaded_index": np.flatnonzero(evaded).tolist(),
         "roc_auc": None,
         "tpr_at_threshold": None,
         "seconds": round(seconds, 2),
@@ -89,7 +92,8 @@ def evaluate_robustness(
         (correctly classified inputs attacked), ``settings``, and ``results``:
         one row per eps and attack (``"pgd"``, ``"adaptive"``) with
         ``attack_success_rate``, ``evasion_rate`` (misclassified and not
-        flagged, over the inputs attacked), ``roc_auc`` (benign inputs
+        flagged, over the inputs attacked), ``evaded_index`` (those inputs'
+        positions among the inputs attacked), ``roc_auc`` (benign inputs
         against the successful adversarial ones), ``tpr_at_threshold`` (share
         of the successful ones flagged), ``seconds``, and for the suite the
         ``strategies`` it ran.
