@@ -124,9 +124,33 @@ def calibration_fpr_distribution(n_calibration, contamination):
             f"contamination={contamination!r}: at least {needed} are needed."
         )
     n = int(n_calibration)
-    # attainable p-values j / (n + 1) below the threshold, as predict compares
-    below = int(np.sum(np.arange(1, n + 2) / (n + 1.0) < contamination))
+    below = _n_below(n, contamination)
     return stats.beta(below, n + 1 - below)
+
+
+def _n_below(n, contamination):
+    """How many of the attainable p-values ``j / (n + 1)`` are below ``contamination``.
+
+    Compared as ``predict`` compares them, in float arithmetic.
+    """
+    return int(np.sum(np.arange(1, n + 2) / (n + 1.0) < contamination))
+
+
+def conformal_threshold(calibration_scores, contamination):
+    """The score below which a conformal p-value falls below ``contamination``.
+
+    A score ``s`` (higher = more benign) has the p-value ``(1 + #{calibration
+    scores <= s}) / (n + 1)``; it is below ``contamination`` exactly when
+    ``s`` is below the ``l``-th smallest calibration score, ``l`` being the
+    number of attainable p-values below ``contamination``. Thresholding at
+    that order statistic is split-conformal calibration: the expected
+    false-positive rate on exchangeable benign rows is at most
+    ``contamination`` (it is ``l / (n + 1)``), where a sample quantile of few
+    rows sits below the population's and overshoots it.
+    """
+    ordered = np.sort(np.asarray(calibration_scores, dtype=np.float64))
+    below = _n_below(ordered.size, contamination)
+    return ordered[below - 1] if below else -np.inf
 
 
 def _p_values(calibration_scores, scores):

@@ -19,6 +19,7 @@ from skadv import (
     conformal_p_values,
     min_calibration_rows,
 )
+from skadv._conformal import conformal_threshold
 
 
 def test_p_values_count_calibration_rows_at_most_as_benign():
@@ -369,3 +370,17 @@ def _expected_failed_checks(estimator):
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("n, contamination", [(20, 0.05), (57, 0.05), (200, 0.1)])
+def test_conformal_threshold_flags_what_the_p_values_flag(n, contamination):
+    rng = np.random.default_rng(n)
+    calibration, scores = rng.normal(size=n), rng.normal(size=5000)
+    threshold = conformal_threshold(calibration, contamination)
+    flagged = conformal_p_values(calibration, scores) < contamination
+    np.testing.assert_array_equal(scores < threshold, flagged)
+    assert threshold in calibration
+
+
+def test_conformal_threshold_of_too_few_rows_flags_nothing():
+    assert conformal_threshold(np.arange(19.0), 0.05) == -np.inf
