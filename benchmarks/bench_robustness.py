@@ -17,6 +17,7 @@ Usage::
     python benchmarks/bench_robustness.py --dataset mnist --data-home DIR \\
         --preset feature-squeezing --fit-on test
     python benchmarks/bench_robustness.py --quick               # a smoke run
+    python benchmarks/bench_robustness.py --summaries-only      # tables, figures
 
 ``--fit-on test`` fits the detectors on half of the test images not attacked
 and measures the benign FPR on the other half: for feature squeezing, which
@@ -71,7 +72,12 @@ def fitted(classifier, preset, X_train, args):
     settings = {
         name: PRESETS[name] for name in (preset, *PRESETS[preset].get("members", ()))
     }
-    key = joblib.hash((settings, X_train, skadv.__version__))
+    # The classifier's weights too: a detector fitted on another model's maps
+    # or softmax is not this model's detector.
+    weights = {
+        k: v.detach().cpu().numpy() for k, v in classifier.module_.state_dict().items()
+    }
+    key = joblib.hash((settings, X_train, weights, skadv.__version__))
     path = RESULTS / "cache" / f"robustness-{args.dataset}-{preset}-{key[:12]}.joblib"
     if path.exists():
         detector, fit_seconds = joblib.load(path)
@@ -175,7 +181,8 @@ def format_tables(results_dir=RESULTS):
                 f"{adaptive['seconds'] / 60:.1f} min |"
             )
         settings.append(
-            f"- {name}, `{report['preset']}`: {report['attack_settings']}"
+            f"- {name}, `{report['preset']}` (classifier test accuracy "
+            f"{report['classifier_accuracy']:.4f}): {report['attack_settings']}"
             + (f". Fitted on {report['fit_data']}" if held_out else "")
         )
     intro = (
@@ -188,7 +195,11 @@ def format_tables(results_dir=RESULTS):
         "half; see the settings). ROC AUC: benign "
         "test inputs against the successful adversarial ones. Suite time: wall "
         "time on 2 CPU cores, one torch thread per run; some runs shared the "
-        "cores with other jobs, so the times are upper bounds."
+        "cores with other jobs, so the times are upper bounds. The classifier "
+        "is trained from the same recipe and seed when no cached weights are "
+        "given, but training is not bit-for-bit reproducible across CPUs: the "
+        "settings give each row's classifier test accuracy, and rows with "
+        "different accuracies are against different classifiers."
     )
     return "\n".join([intro, "", *lines, "", "Attack settings:", "", *settings, ""])
 
@@ -229,7 +240,16 @@ def main(argv=None):
         "--quick", action="store_true", help="50 inputs, 20 steps, one surrogate"
     )
     parser.add_argument("--output-dir", default=str(RESULTS))
+    parser.add_argument(
+        "--summaries-only",
+        action="store_true",
+        help="rewrite the tables and figures from the result files in "
+        "--output-dir, running nothing",
+    )
     args = parser.parse_args(argv)
+    if args.summaries_only:
+        write_summaries(args.output_dir)
+        return
     presets = args.preset or list(list_presets())
     suite = dict(SUITE if args.suite == "full" else SQUARE_ONLY)
     n_attack, max_iter = args.n_attack, args.max_iter
@@ -316,9 +336,14 @@ def main(argv=None):
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {path} ({time.perf_counter() - start:.0f} s)", flush=True)
     if not args.quick:
-        tables = format_tables(output)
-        (output / "robustness-tables.md").write_text(tables)
-    if not args.quick:
+        write_summaries(output, [args.dataset])
+
+
+def write_summaries(output, datasets=("digits", "mnist")):
+    """The tables of every result file in ``output`` and each data set's figure."""
+    output = Path(output)
+    (output / "robustness-tables.md").write_text(format_tables(output))
+    for dataset in datasets:
         # The figure of every preset measured on this data set so far.
         everything = {
             f"{r['preset']}"
@@ -330,11 +355,12 @@ def main(argv=None):
             + ("" if r["settings"]["suite"]["methods"] else " (square only)"): r
             for r in (
                 json.loads(p.read_text())
-                for p in sorted(output.glob(f"robustness-{args.dataset}-*.json"))
+                for p in sorted(output.glob(f"robustness-{dataset}-*.json"))
                 if "-quick" not in p.name
             )
         }
-        plot(args.dataset, everything, output / f"robustness-{args.dataset}.png")
+        if everything:
+            plot(dataset, everything, output / f"robustness-{dataset}.png")
 
 
 if __name__ == "__main__":
