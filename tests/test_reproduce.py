@@ -347,3 +347,19 @@ def test_figure_leaves_the_callers_backend_alone(tmp_path):
     assert len(fig.axes) == 3
     assert fig.axes[0].get_ylabel() == "per-class ROC AUC"
     assert (tmp_path / "figure2.png").stat().st_size > 10_000
+
+
+def test_digits_summary_is_what_the_script_writes_from_the_json():
+    # The docs' digits table is generated: benchmarks/reproduce_summary.py.
+    import importlib.util
+
+    path = RESULTS.parent / "reproduce_summary.py"
+    spec = importlib.util.spec_from_file_location("reproduce_summary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results, second = (
+        json.loads((RESULTS / f"reproduce-digits{s}.json").read_text())
+        for s in ("", "-seed1")
+    )
+    markdown = module.summary(results, second)
+    assert markdown == (RESULTS / "reproduce-digits-summary.md").read_text()
