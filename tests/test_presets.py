@@ -277,3 +277,23 @@ def test_unknown_attribute():
         AttributeError, match=r"^module 'skadv' has no attribute 'nope'$"
     ):
         skadv.nope  # noqa: B018
+
+
+def test_documented_square_search_figures_are_the_benchmarks():
+    # The square search alone (bench_robustness.py --suite square) against
+    # feature squeezing: "got A% and B% through", the result file's rates.
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    report = json.loads(
+        (results / "robustness-mnist-feature-squeezing-square.json").read_text()
+    )
+    rates = [r["evasion_rate"] for r in report["results"] if r["attack"] == "adaptive"]
+    block = " ".join(
+        make_detector.__doc__.split('``"feature-squeezing"``\n')[1].split()
+    )
+    found = re.search(rf"got {_PERCENT} and {_PERCENT} through", block)
+    assert found
+    for written, rate in zip(found.groups(), rates, strict=True):
+        assert float(written) == round(100 * rate, 1)
