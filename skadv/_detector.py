@@ -185,7 +185,7 @@ def _thresholds(errors, contamination, shared=None, scales=None):
     it is exchangeable with a held-out row's, whereas dividing held-out rows
     by their own median pins every class's ratios at 1 in the middle and
     narrows the pooled tail (on the 8x8 digits, about 25 held-out rows per
-    class, that let 8% of benign test digits through a 5% threshold).
+    class, that flagged 8.5% of the benign test digits at a 5% target).
     Returns the offsets and which of them are pooled.
     """
     needed = math.ceil(2 / contamination - 1e-9)
