@@ -168,7 +168,7 @@ def _fit_reconstructor(template, X, seed, device, verbose, X_digest=None):
     return _train(_make_reconstructor(template, X.shape[1], seed, device, verbose), X)
 
 
-def _thresholds(errors, contamination, shared=None, scales=None):
+def _thresholds(errors, scales, contamination, shared=None):
     """Each autoencoder's offset from its benign calibration errors.
 
     The ``contamination`` quantile of a class's own rows, when it has enough
@@ -180,20 +180,18 @@ def _thresholds(errors, contamination, shared=None, scales=None):
     (:func:`~skadv._conformal.conformal_threshold`) times its scale.
 
     ``scales`` are each autoencoder's median error on the rows it was trained
-    on (default: the median of ``errors``). With held-out calibration rows
-    the training median is the right divisor: a new benign row's error over
-    it is exchangeable with a held-out row's, whereas dividing held-out rows
-    by their own median pins every class's ratios at 1 in the middle and
-    narrows the pooled tail (on the 8x8 digits, about 25 held-out rows per
-    class, that flagged 8.5% of the benign test digits at a 5% target).
+    on. With held-out calibration rows the training median is the right
+    divisor: a new benign row's error over it is exchangeable with a held-out
+    row's, whereas dividing held-out rows by their own median pins every
+    class's ratios at 1 in the middle and narrows the pooled tail (on the 8x8
+    digits, about 25 held-out rows per class, that flagged 8.5% of the benign
+    test digits at a 5% target).
     Returns the offsets and which of them are pooled.
     """
     needed = math.ceil(2 / contamination - 1e-9)
     q = 100 * contamination
     offsets = np.array([np.percentile(-e, q) for e in errors])
     pooled = np.array([len(e) < needed for e in errors])
-    if scales is None:
-        scales = [np.median(e) for e in errors]
     scales = np.asarray(scales, dtype=np.float64)
     pool = [
         e / m
@@ -605,7 +603,7 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
                 if len(rows):
                     errors[i] = rows
         self.offset_, self.pooled_threshold_ = _thresholds(
-            errors, self.contamination, shared=self.fallback_index_, scales=scales
+            errors, scales, self.contamination, shared=self.fallback_index_
         )
         return self
 
