@@ -103,23 +103,31 @@ ADAPTIVE_FIGURES = {
 _PERCENT = r"(\d+(?:\.\d)?)%"
 
 
-@pytest.mark.parametrize("preset", sorted(ADAPTIVE_FIGURES))
-def test_documented_adaptive_figures_are_the_benchmarks(preset):
-    # "N% get through at eps 0.1 and M% at 0.3 (plain PGD: a%, b%)", each
-    # figure the result file's, rounded as written.
+def _robustness_report(name):
+    """A ``benchmarks/results/robustness-NAME.json`` file."""
     import json
     from pathlib import Path
 
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    data = ADAPTIVE_FIGURES[preset]
-    report = json.loads((results / f"robustness-{data}-{preset}.json").read_text())
-    rates = {(r["eps"], r["attack"]): r["evasion_rate"] for r in report["results"]}
+    return json.loads((results / f"robustness-{name}.json").read_text())
+
+
+def _preset_entry(preset):
+    """The preset's entry in ``make_detector``'s docstring, on one line."""
     block = make_detector.__doc__.split(f'``"{preset}"``\n')[1]
-    block = re.split(r"\n    ``\"", block)[0]
+    return " ".join(re.split(r"\n    ``\"", block)[0].split())
+
+
+@pytest.mark.parametrize("preset", sorted(ADAPTIVE_FIGURES))
+def test_documented_adaptive_figures_are_the_benchmarks(preset):
+    # "N% get through at eps 0.1 and M% at 0.3 (plain PGD: a%, b%)", each
+    # figure the result file's, rounded as written.
+    report = _robustness_report(f"{ADAPTIVE_FIGURES[preset]}-{preset}")
+    rates = {(r["eps"], r["attack"]): r["evasion_rate"] for r in report["results"]}
     found = re.search(
         rf"{_PERCENT} get through at eps 0\.1 and {_PERCENT} at 0\.3 "
         rf"\(plain PGD: {_PERCENT}, {_PERCENT}\)",
-        " ".join(block.split()),
+        _preset_entry(preset),
     )
     assert found, f"no adaptive figures in the {preset!r} entry"
     expected = [
@@ -282,18 +290,11 @@ def test_unknown_attribute():
 def test_documented_square_search_figures_are_the_benchmarks():
     # The square search alone (bench_robustness.py --suite square) against
     # feature squeezing: "got A% and B% through", the result file's rates.
-    import json
-    from pathlib import Path
-
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    report = json.loads(
-        (results / "robustness-mnist-feature-squeezing-square.json").read_text()
-    )
+    report = _robustness_report("mnist-feature-squeezing-square")
     rates = [r["evasion_rate"] for r in report["results"] if r["attack"] == "adaptive"]
-    block = " ".join(
-        make_detector.__doc__.split('``"feature-squeezing"``\n')[1].split()
+    found = re.search(
+        rf"got {_PERCENT} and {_PERCENT} through", _preset_entry("feature-squeezing")
     )
-    found = re.search(rf"got {_PERCENT} and {_PERCENT} through", block)
     assert found
     for written, rate in zip(found.groups(), rates, strict=True):
         assert float(written) == round(100 * rate, 1)
