@@ -51,9 +51,9 @@ def main():
         json.loads((RESULTS / f"reproduce-digits{s}.json").read_text())
         for s in ("", "-seed1")
     )
-    out = RESULTS / "reproduce-digits-summary.md"
-    out.write_text(summary(results, second))
-    print(out.read_text())
+    markdown = summary(results, second)
+    (RESULTS / "reproduce-digits-summary.md").write_text(markdown)
+    print(markdown)
 
 
 if __name__ == "__main__":
