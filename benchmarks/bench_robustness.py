@@ -218,7 +218,12 @@ def main(argv=None):
         "--quantize", type=int, default=None, help="keep iterates on a b-bit grid"
     )
     parser.add_argument("--classifier-state", help="MNIST: a MnistCNN state_dict")
-    parser.add_argument("--n-jobs", type=int, default=2, help="autoencoder training")
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=2,
+        help="processes for the autoencoders' training and the adaptive suite",
+    )
     parser.add_argument(
         "--fit-on",
         choices=["train", "test"],
@@ -296,6 +301,7 @@ def main(argv=None):
             eps=args.eps,
             max_iter=max_iter,
             suite_params=suite,
+            n_jobs=args.n_jobs,
             verbose=2,
         )
         report.update(

@@ -141,6 +141,32 @@ def test_suite_keeps_the_best_of_its_strategies(problem):
     )
 
 
+def test_suite_results_do_not_depend_on_n_jobs(problem):
+    detector, X, y = problem["detector"], problem["X"][:30], problem["y"][:30]
+    params = dict(
+        eps=0.1,
+        max_iter=10,
+        surrogates=[("straight_through", 10.0)],
+        n_targets=1,
+        square_queries=30,
+        batch_size=8,  # four chunks of inputs
+        random_state=0,
+    )
+    alone = adaptive_attack_suite(detector, X, y, n_jobs=1, **params)
+    parallel = adaptive_attack_suite(detector, X, y, n_jobs=2, **params)
+    np.testing.assert_array_equal(parallel.X_adv, alone.X_adv)
+    np.testing.assert_array_equal(parallel.evaded, alone.evaded)
+    np.testing.assert_array_equal(parallel.success, alone.success)
+    counts = [
+        (s["strategy"], s["n_attacked"], s["newly_evaded"]) for s in alone.strategies
+    ]
+    assert counts == [
+        (s["strategy"], s["n_attacked"], s["newly_evaded"]) for s in parallel.strategies
+    ]
+    assert counts[0] == ("plain PGD", 30, counts[0][2])
+    assert sum(c[2] for c in counts) == alone.evaded.sum() > 0
+
+
 def test_evaluate_robustness_reports_at_the_fixed_threshold(problem):
     detector = problem["detector"]
     report = evaluate_robustness(

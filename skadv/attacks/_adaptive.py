@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 import torch
-from sklearn.utils import Bunch
+from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from skadv._torch_utils import eval_mode, seed_from_random_state, torch_seed
@@ -581,6 +582,7 @@ def adaptive_attack_suite(
     quantize=None,
     clip_values=(0.0, 1.0),
     batch_size=128,
+    n_jobs=None,
     random_state=None,
     verbose=0,
 ):
@@ -650,11 +652,18 @@ def adaptive_attack_suite(
     clip_values : tuple of two float, default=(0.0, 1.0)
         The model's input range.
     batch_size : int, default=128
-        Inputs attacked at once.
+        Inputs attacked at once. The suite runs on chunks of this many inputs,
+        each with its own seed drawn from ``random_state``.
+    n_jobs : int, default=None
+        Chunks attacked in parallel through joblib (None: one at a time,
+        unless a :func:`joblib.parallel_config` context says otherwise; -1:
+        all cores). Inputs are attacked independently, so the results do not
+        depend on ``n_jobs``; on CPU, two processes of one torch thread each
+        are about twice as fast as one.
     random_state : int, RandomState instance or None, default=None
-        Seeds the random restarts.
+        Seeds the random restarts and the square search.
     verbose : int, default=0
-        Print one line per strategy when positive.
+        A progress bar over chunks and one line per strategy when positive.
 
     Returns
     -------
@@ -663,7 +672,8 @@ def adaptive_attack_suite(
         (misclassified by the model), ``evaded`` (misclassified and not
         flagged by the detector), and ``strategies``: one dict per strategy
         run with its name, the inputs it attacked, how many it newly got past
-        the detector and its run time in seconds.
+        the detector and its compute time in seconds (summed over chunks run
+        in parallel).
 
     Examples
     --------
@@ -730,6 +740,7 @@ def adaptive_attack_suite(
 
     strategies = [("plain PGD", {"method": "pgd"})] if plain_pgd else []
     strategies += untargeted(*surrogates[0])
+    targets = None
     if n_targets and target_methods:
         # Wrong classes by likelihood; the first is what untargeted runs seek.
         targets = _easiest_targets(model, X_model, y, n_targets + 1, batch_size, device)
@@ -753,6 +764,69 @@ def adaptive_attack_suite(
         strategies.append(
             (f"square search, {square_queries} queries", {"square": square_queries})
         )
+    # Inputs are attacked independently of each other, so the suite runs on
+    # chunks of ``batch_size`` inputs, each with its own seed drawn from
+    # ``random_state``: results do not depend on ``n_jobs``.
+    chunks = [
+        np.arange(i, min(i + batch_size, len(X))) for i in range(0, len(X), batch_size)
+    ]
+    rng = check_random_state(random_state)
+    seeds = rng.randint(np.iinfo(np.int32).max, size=len(chunks))
+    options = {
+        "eps": eps,
+        "max_iter": max_iter,
+        "eps_step": eps_step,
+        "n_restarts": n_restarts,
+        "quantize": quantize,
+        "clip_values": clip_values,
+        "batch_size": batch_size,
+    }
+    jobs = (
+        delayed(_suite_chunk)(
+            detector,
+            X[rows],
+            y[rows],
+            None if targets is None else targets[rows],
+            strategies,
+            options,
+            int(seed),
+        )
+        for rows, seed in zip(chunks, seeds, strict=True)
+    )
+    parts = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+    if verbose:
+        from tqdm.auto import tqdm
+
+        parts = tqdm(parts, total=len(chunks), desc="adaptive suite", unit="chunk")
+    parts = list(parts)
+    X_best = np.concatenate([part[0] for part in parts])
+    success = np.concatenate([part[1] for part in parts])
+    evaded = np.concatenate([part[2] for part in parts])
+    log = []
+    for name, _ in strategies:
+        runs = [run for part in parts for run in part[3] if run["strategy"] == name]
+        if not runs:
+            break  # every input got through before this strategy
+        log.append(
+            {
+                "strategy": name,
+                "n_attacked": sum(run["n_attacked"] for run in runs),
+                "newly_evaded": sum(run["newly_evaded"] for run in runs),
+                # Summed over chunks: compute time, not wall time.
+                "seconds": sum(run["seconds"] for run in runs),
+            }
+        )
+        if verbose:
+            print(
+                f"  {name:<50} attacked {log[-1]['n_attacked']:>5}  newly evaded "
+                f"{log[-1]['newly_evaded']:>5}  ({log[-1]['seconds']:.1f} s)",
+                flush=True,
+            )
+    return Bunch(X_adv=X_best, success=success, evaded=evaded, strategies=log)
+
+
+def _suite_chunk(detector, X, y, targets, strategies, options, seed):
+    """The suite's strategies in turn on one chunk of inputs (see the caller)."""
     X_best = X.copy()
     success = np.zeros(len(X), dtype=bool)
     evaded = np.zeros(len(X), dtype=bool)
@@ -772,28 +846,22 @@ def adaptive_attack_suite(
                 detector,
                 X[rows],
                 y[rows],
-                eps=eps,
+                eps=options["eps"],
                 max_iter=params["square"],
-                n_restarts=n_restarts,
-                quantize=quantize,
-                clip_values=clip_values,
-                batch_size=batch_size,
-                random_state=random_state,
+                n_restarts=options["n_restarts"],
+                quantize=options["quantize"],
+                clip_values=options["clip_values"],
+                batch_size=options["batch_size"],
+                random_state=seed,
             )
         else:
             X_adv, hit, slipped = make_adaptive_adversarial(
                 detector,
                 X[rows],
                 y[rows],
-                eps=eps,
-                max_iter=max_iter,
-                eps_step=eps_step,
-                n_restarts=n_restarts,
                 target=None if k is None else targets[rows, k],
-                quantize=quantize,
-                clip_values=clip_values,
-                batch_size=batch_size,
-                random_state=random_state,
+                random_state=seed,
+                **options,
                 **params,
             )
         new_decision = np.full(rows.size, -np.inf)
@@ -807,19 +875,12 @@ def adaptive_attack_suite(
         success[take] = hit[better]
         evaded[take] = slipped[better]
         decision[take] = new_decision[better]
-        seconds = time.perf_counter() - start
         log.append(
             {
                 "strategy": name,
                 "n_attacked": int(rows.size),
                 "newly_evaded": int(slipped.sum()),
-                "seconds": seconds,
+                "seconds": time.perf_counter() - start,
             }
         )
-        if verbose:
-            print(
-                f"  {name:<50} attacked {rows.size:>5}  newly evaded "
-                f"{int(slipped.sum()):>5}  ({seconds:.1f} s)",
-                flush=True,
-            )
-    return Bunch(X_adv=X_best, success=success, evaded=evaded, strategies=log)
+    return X_best, success, evaded, log

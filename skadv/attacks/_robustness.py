@@ -47,6 +47,7 @@ def evaluate_robustness(
     max_iter=200,
     suite_params=None,
     batch_size=128,
+    n_jobs=None,
     random_state=0,
     verbose=0,
 ):
@@ -80,6 +81,9 @@ def evaluate_robustness(
         ``surrogates``, ``n_targets``, ``n_restarts``, ``quantize``...).
     batch_size : int, default=128
         Inputs attacked at once.
+    n_jobs : int, default=None
+        Chunks of inputs the suite attacks in parallel (see
+        :func:`adaptive_attack_suite`); the results do not depend on it.
     random_state : int, default=0
         Seeds the attacks' random starts.
     verbose : int, default=0
@@ -176,6 +180,7 @@ def evaluate_robustness(
             eps=e,
             max_iter=max_iter,
             batch_size=batch_size,
+            n_jobs=n_jobs,
             random_state=random_state,
             verbose=max(verbose - 1, 0),
             **suite_params,
