@@ -644,8 +644,10 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
         autoencoder of its own (``min_class_size`` does not apply: counts are
         not known up front), and the shared fallback is trained on every row
         when ``unseen_class="fallback"``. The thresholds of the autoencoders
-        trained on a batch are re-estimated from that batch's scores: end the
-        stream with a batch of held-out benign rows to calibrate them.
+        trained on a batch are re-estimated from that batch's scores by fit's
+        rule (classes with fewer than ``2 / contamination`` rows in the batch
+        share the pooled tail of all classes in it): end the stream with a
+        batch of benign rows large enough to calibrate them.
 
         Parameters
         ----------
@@ -688,10 +690,23 @@ class ExplanationReconstructionDetector(OutlierMixin, BaseEstimator):
                 rows = maps if i == self.fallback_index_ else maps[route == i]
                 _train(self.reconstructors_[i], rows)
         self.n_samples_seen_ += counts
-        q = 100 * self.contamination
-        for i, errors in enumerate(self._slot_errors(maps, route)):
-            if len(errors):
-                self.offset_[i] = np.percentile(-errors, q)
+        # The same rule as fit's, on the batch's rows (the autoencoders were
+        # just trained on them, so their median is the training median):
+        # classes with too few rows in the batch share the pooled tail.
+        errors = self._slot_errors(maps, route)
+        slots = [i for i, e in enumerate(errors) if len(e)]
+        offsets, pooled = _thresholds(
+            [errors[i] for i in slots],
+            [np.median(errors[i]) for i in slots],
+            self.contamination,
+            shared=(
+                slots.index(self.fallback_index_)
+                if self.fallback_index_ in slots
+                else None
+            ),
+        )
+        self.offset_[slots] = offsets
+        self.pooled_threshold_[slots] = pooled
         return self
 
     def _start_stream(self, n_features, classes):

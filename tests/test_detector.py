@@ -427,6 +427,30 @@ def test_partial_fit_learns_from_a_stream(maps):
     assert (det.predict(benign) == 1).mean() > 0.8
 
 
+def test_partial_fit_pools_the_tail_of_classes_with_few_rows(maps):
+    # The last batch holds 15 rows per class, too few for a 10% quantile (20
+    # needed): as in fit, the rows over their class's median are pooled and
+    # thresholded at their split-conformal order statistic.
+    benign, _ = maps
+    batches = [benign[i::4] for i in range(4)]  # 15 rows of each class
+    det = detector(contamination=0.1)
+    for batch in batches:
+        det.partial_fit(batch, classes=[0, 1, 2])
+    assert det.pooled_threshold_.all()
+    last = batches[-1]
+    errors = det.reconstruction_error(last)
+    medians = np.array([np.median(errors[last[:, 0] == c]) for c in range(3)])
+    ratios = np.sort(
+        np.concatenate([errors[last[:, 0] == c] / medians[c] for c in range(3)])
+    )
+    assert ratios.size == 45
+    # p-values j / 46 at most 0.1 for j <= 4: the 4th largest ratio.
+    np.testing.assert_allclose(det.offset_, -ratios[-4] * medians, rtol=1e-6)
+    # A large last batch calibrates each class on its own rows again.
+    det.partial_fit(benign, classes=[0, 1, 2])
+    assert not det.pooled_threshold_.any()
+
+
 def test_partial_fit_needs_the_classes_up_front(maps):
     benign, _ = maps
     with pytest.raises(ValueError, match="classes must be passed to the first call"):
