@@ -127,7 +127,10 @@ def test_suite_keeps_the_best_of_its_strategies(problem):
     )
     names = [s["strategy"] for s in result.strategies]
     assert names[0] == "orthogonal, straight_through beta 10"
-    assert names[-1] == "square search, 100 queries"
+    assert names[-2:] == [
+        "square search, 100 queries",
+        "square search from the best iterates, 100 queries",
+    ]
     first = make_adaptive_adversarial(detector, X, y, eps=0.1, max_iter=20)[2]
     # Later strategies only attack what earlier ones did not get through, and
     # the best-of is at least as good as the first strategy alone.
@@ -347,6 +350,23 @@ def test_square_search_reads_feature_squeezing_exactly(problem):
     )
     # Measured: 0.80 past the threshold against plain PGD's 0.17-0.23.
     assert evaded.mean() > plain[2].mean() + 0.3
+
+
+def test_square_search_refines_the_points_it_starts_from(problem):
+    detector, X, y = problem["detector"], problem["X"][:30], problem["y"][:30]
+    X_pgd, hit, slipped = make_adaptive_adversarial(
+        detector, X, y, eps=0.1, method="pgd", max_iter=20
+    )
+    X_adv, success, evaded = make_square_adversarial(
+        detector, X, y, eps=0.1, max_iter=100, X_init=X_pgd, random_state=0
+    )
+    # Proposals are kept only when they improve on the start: what plain PGD
+    # got misclassified (or through) stays so, and the search adds to it.
+    assert (success >= hit).all() and (evaded >= slipped).all()
+    assert evaded.sum() > slipped.sum()
+    assert np.abs(X_adv - X).max() <= 0.1 + 1e-6
+    with pytest.raises(ValueError, match=r"X_init must have the shape of X, \(30,"):
+        make_square_adversarial(detector, X, y, eps=0.1, X_init=X_pgd[:3])
 
 
 def test_square_search_is_seeded_and_keeps_to_the_grid(problem):

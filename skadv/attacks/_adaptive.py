@@ -599,7 +599,9 @@ def adaptive_attack_suite(
     one); then every method under each further surrogate (untargeted); last,
     the gradient-free square search on the exact scores
     (:func:`~skadv.attacks.make_square_adversarial`, ``square_queries``
-    proposals per input), which needs no surrogate. Each
+    proposals per input), which needs no surrogate, twice: from the authors'
+    random start, then from each remaining input's best misclassified
+    iterate so far, which it refines patch by patch. Each
     strategy attacks only the inputs that no earlier one got past the
     detector, and keeps, per input, the best result judged on the real model
     and the real fitted detector: misclassified and unflagged first, then
@@ -643,7 +645,7 @@ def adaptive_attack_suite(
     max_iter : int, default=200
         Steps per run.
     square_queries : int, default=1000
-        Proposals per input of the final gradient-free square search
+        Proposals per input of each of the two final square searches
         (:func:`~skadv.attacks.make_square_adversarial`); 0: none.
     eps_step : float, default=None
         First step size; None: ``eps / 8``.
@@ -671,9 +673,9 @@ def adaptive_attack_suite(
         ``X_adv`` (the best input found for each row), ``success``
         (misclassified by the model), ``evaded`` (misclassified and not
         flagged by the detector), and ``strategies``: one dict per strategy
-        run with its name, the inputs it attacked, how many it newly got past
-        the detector and its compute time in seconds (summed over chunks run
-        in parallel).
+        with its name, the inputs it attacked (0 when none was left to it),
+        how many it newly got past the detector and its compute time in
+        seconds (summed over chunks run in parallel).
 
     Examples
     --------
@@ -697,7 +699,7 @@ def adaptive_attack_suite(
      'selective, straight_through beta 10',
      'orthogonal, straight_through beta 10, target 2',
      'orthogonal, straight_through beta 20', 'selective, straight_through beta 20',
-     'square search, 10 queries']
+     'square search, 10 queries', 'square search from the best iterates, 10 queries']
     >>> result.evaded.shape
     (4,)
     """
@@ -764,6 +766,12 @@ def adaptive_attack_suite(
         strategies.append(
             (f"square search, {square_queries} queries", {"square": square_queries})
         )
+        strategies.append(
+            (
+                f"square search from the best iterates, {square_queries} queries",
+                {"square": square_queries, "from_best": True},
+            )
+        )
     # Inputs are attacked independently of each other, so the suite runs on
     # chunks of ``batch_size`` inputs, each with its own seed drawn from
     # ``random_state``: results do not depend on ``n_jobs``.
@@ -805,8 +813,6 @@ def adaptive_attack_suite(
     log = []
     for name, _ in strategies:
         runs = [run for part in parts for run in part[3] if run["strategy"] == name]
-        if not runs:
-            break  # every input got through before this strategy
         log.append(
             {
                 "strategy": name,
@@ -833,11 +839,16 @@ def _suite_chunk(detector, X, y, targets, strategies, options, seed):
     decision = np.full(len(X), -np.inf)
     log = []
     for name, params in strategies:
-        rows = np.flatnonzero(~evaded)
-        if rows.size == 0:
-            break
         params = dict(params)
         k = params.pop("target", None)
+        from_best = params.pop("from_best", False)
+        # The refining search starts from the misclassified best iterates.
+        rows = np.flatnonzero(~evaded & success if from_best else ~evaded)
+        if rows.size == 0:
+            log.append(
+                {"strategy": name, "n_attacked": 0, "newly_evaded": 0, "seconds": 0.0}
+            )
+            continue
         start = time.perf_counter()
         if "square" in params:
             from skadv.attacks._square import make_square_adversarial
@@ -849,6 +860,7 @@ def _suite_chunk(detector, X, y, targets, strategies, options, seed):
                 eps=options["eps"],
                 max_iter=params["square"],
                 n_restarts=options["n_restarts"],
+                X_init=X_best[rows] if from_best else None,
                 quantize=options["quantize"],
                 clip_values=options["clip_values"],
                 batch_size=options["batch_size"],

@@ -71,7 +71,7 @@ def _levels(model, decision, x, y):
     return level, value
 
 
-def _square_batch(x0, y, model, decision, options, generator):
+def _square_batch(x0, y, model, decision, options, generator, x_init=None):
     """The best input found for each row of a batch, and its level."""
     eps, max_iter = options["eps"], options["max_iter"]
     grid = _Grid(x0, eps, options["low"], options["high"], options["quantize"])
@@ -88,13 +88,16 @@ def _square_batch(x0, y, model, decision, options, generator):
     def draw(high, size):
         return torch.randint(0, high, size, generator=generator).to(dev)
 
-    for _ in range(options["n_restarts"]):
+    for restart in range(options["n_restarts"]):
         skip = best_level >= 2  # evaded in an earlier run
         if skip.all():
             break
-        # Start: vertical stripes of +-eps, one sign per column and channel.
+        # Start: the given points, or (the authors' start) vertical stripes of
+        # +-eps, one sign per column and channel.
         signs = draw(2, (n, c, 1, w)) * 2 - 1
         delta = (signs * eps).to(x0.dtype).expand(n, c, h, w).clone()
+        if restart == 0 and x_init is not None:
+            delta = (x_init - x0).reshape(n, c, h, w)
         x = grid.project(x0 + delta.reshape(x0.shape))
         level, value = _levels(model, decision, x, y)
         delta = (x - x0).reshape(n, c, h, w)
@@ -145,6 +148,7 @@ def make_square_adversarial(
     max_iter=1000,
     p_init=0.05,
     n_restarts=1,
+    X_init=None,
     quantize=None,
     clip_values=(0.0, 1.0),
     batch_size=128,
@@ -187,6 +191,11 @@ def make_square_adversarial(
     n_restarts : int, default=1
         Runs per input from fresh random starts; inputs that evaded are not
         run again.
+    X_init : array-like of the shape of X, default=None
+        Where the first run starts (projected onto the ball around ``X``),
+        e.g. a gradient attack's best iterates, which the search then
+        refines patch by patch; None: the authors' start, vertical stripes
+        of ``+-eps``. Later restarts start from stripes.
     quantize : int, default=None
         Keep every proposal on the grid of ``quantize``-bit images.
     clip_values : tuple of two float, default=(0.0, 1.0)
@@ -255,6 +264,13 @@ def make_square_adversarial(
         )
     shape = X.shape
     X_model = X.reshape(len(X), *view.input_shape_)
+    if X_init is not None:
+        X_init = check_array(X_init, allow_nd=True, dtype=np.float32)
+        if X_init.shape != shape:
+            raise ValueError(
+                f"X_init must have the shape of X, {shape}; got {X_init.shape}."
+            )
+        X_init = X_init.reshape(X_model.shape)
     model, device = view.module_, view.device_
     if y is None:
         y = _predicted_classes(model, X_model, batch_size, device)
@@ -294,7 +310,14 @@ def make_square_adversarial(
             stop = start + batch_size
             x0 = torch.tensor(X_model[start:stop], device=device)
             y_batch = torch.tensor(y[start:stop], device=device)
-            best, _ = _square_batch(x0, y_batch, model, decision, options, generator)
+            init = (
+                None
+                if X_init is None
+                else torch.tensor(X_init[start:stop], device=device)
+            )
+            best, _ = _square_batch(
+                x0, y_batch, model, decision, options, generator, init
+            )
             out[start : start + len(x0)] = best.cpu().numpy()
     X_adv = out.reshape(shape)
     success, evaded = _judge(detector, model, out, X_adv, y, batch_size, device)
