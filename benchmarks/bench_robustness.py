@@ -55,11 +55,12 @@ SUITE = {
     "target_methods": ["orthogonal"],
     "plain_pgd": True,
     "n_restarts": 1,
+    "random_starts": 1,
     "square_queries": 1000,
 }
 #: ``--suite square``: plain PGD and the gradient-free square search only, to
 #: measure what the search adds without rerunning the gradient strategies.
-SQUARE_ONLY = dict(SUITE, methods=[], target_methods=[], n_targets=0)
+SQUARE_ONLY = dict(SUITE, methods=[], target_methods=[], n_targets=0, random_starts=0)
 
 
 def fitted(classifier, preset, X_train, args):
@@ -321,12 +322,14 @@ def main(argv=None):
                     f"methods {suite['methods']}, surrogates {suite['surrogates']}, "
                     f"targeted {suite['target_methods']} runs towards the "
                     f"{suite['n_targets']} most likely wrong classes after the "
-                    "first, then "
+                    f"first, {suite.get('random_starts', 0)} run(s) of "
+                    f"{suite['methods'][0]} from a random start, then "
                     if suite["methods"]
                     else ""
                 )
-                + f"a square search of {suite['square_queries']} queries per "
-                "input on the exact scores (p_init 0.05), "
+                + f"square searches of {suite['square_queries']} queries per "
+                "input on the exact scores (p_init 0.05) from the authors' start, "
+                "then from the best misclassified iterate, "
                 f"{suite['n_restarts']} run(s) per strategy"
                 + (f", {args.quantize}-bit iterates" if args.quantize else "")
                 + "; best-of per input; plain PGD: the classifier's margin only"

@@ -415,6 +415,35 @@ def test_suite_refuses_to_run_nothing(problem):
         )
     with pytest.raises(ValueError, match="square_queries must be a non-negative"):
         adaptive_attack_suite(problem["detector"], problem["X"][:2], square_queries=-1)
+    with pytest.raises(
+        ValueError, match="random_starts must be a non-negative integer; got 1.5"
+    ):
+        adaptive_attack_suite(problem["detector"], problem["X"][:2], random_starts=1.5)
+
+
+def test_random_starts_follow_the_targeted_runs(problem):
+    detector, X, y = problem["detector"], problem["X"][:20], problem["y"][:20]
+    result = adaptive_attack_suite(
+        detector,
+        X,
+        y,
+        eps=0.2,
+        max_iter=20,
+        methods=("orthogonal",),
+        surrogates=[("straight_through", 10.0)],
+        n_targets=1,
+        plain_pgd=False,
+        random_starts=2,
+        square_queries=0,
+        random_state=0,
+    )
+    assert [s["strategy"] for s in result.strategies] == [
+        "orthogonal, straight_through beta 10",
+        "orthogonal, straight_through beta 10, target 2",
+        "orthogonal, straight_through beta 10, random start 1",
+        "orthogonal, straight_through beta 10, random start 2",
+    ]
+    assert sum(s["newly_evaded"] for s in result.strategies) == result.evaded.sum()
 
 
 def test_ensemble_margin_has_the_sign_of_its_decision(problem, ensemble):

@@ -576,6 +576,7 @@ def adaptive_attack_suite(
     target_methods=("orthogonal",),
     plain_pgd=True,
     n_restarts=1,
+    random_starts=1,
     max_iter=200,
     square_queries=1000,
     eps_step=None,
@@ -596,7 +597,8 @@ def adaptive_attack_suite(
     targeted runs towards each input's 2nd, 3rd, ... most likely wrong class,
     ``n_targets`` of them (thresholds are per class, so some classes are
     easier to hide in; the untargeted runs already head for the most likely
-    one); then every method under each further surrogate (untargeted); last,
+    one); then ``random_starts`` runs of the first method from random points
+    of the ball; then every method under each further surrogate (untargeted); last,
     the gradient-free square search on the exact scores
     (:func:`~skadv.attacks.make_square_adversarial`, ``square_queries``
     proposals per input), which needs no surrogate, twice: from the authors'
@@ -642,6 +644,9 @@ def adaptive_attack_suite(
         at least what an attacker who ignores the detector gets through.
     n_restarts : int, default=1
         Restarts of each strategy (see :func:`make_adaptive_adversarial`).
+    random_starts : int, default=1
+        Further runs of the first method under the first surrogate, each from
+        a uniform random point of the ball (after the targeted runs; 0: none).
     max_iter : int, default=200
         Steps per run.
     square_queries : int, default=1000
@@ -698,6 +703,7 @@ def adaptive_attack_suite(
     ['plain PGD', 'orthogonal, straight_through beta 10',
      'selective, straight_through beta 10',
      'orthogonal, straight_through beta 10, target 2',
+     'orthogonal, straight_through beta 10, random start 1',
      'orthogonal, straight_through beta 20', 'selective, straight_through beta 20',
      'square search, 10 queries', 'square search from the best iterates, 10 queries']
     >>> result.evaded.shape
@@ -712,7 +718,11 @@ def adaptive_attack_suite(
             )
     if not surrogates:
         raise ValueError("surrogates must hold at least one (surrogate, beta) pair.")
-    for name, value in (("n_targets", n_targets), ("square_queries", square_queries)):
+    for name, value in (
+        ("n_targets", n_targets),
+        ("random_starts", random_starts),
+        ("square_queries", square_queries),
+    ):
         if (
             not isinstance(value, numbers.Integral)
             or isinstance(value, bool)
@@ -759,6 +769,21 @@ def adaptive_attack_suite(
             )
             for k in range(1, targets.shape[1])
             for method in target_methods
+        ]
+    if methods and random_starts:
+        kind, beta = surrogates[0]
+        strategies += [
+            (
+                f"{methods[0]}, {kind} beta {beta:g}, random start {r + 1}",
+                {
+                    "method": methods[0],
+                    "surrogate": kind,
+                    "softplus_beta": beta,
+                    "random_start": True,
+                    "start": r,  # another seed for each start
+                },
+            )
+            for r in range(random_starts)
         ]
     for kind, beta in surrogates[1:]:
         strategies += untargeted(kind, beta)
@@ -842,6 +867,7 @@ def _suite_chunk(detector, X, y, targets, strategies, options, seed):
         params = dict(params)
         k = params.pop("target", None)
         from_best = params.pop("from_best", False)
+        offset = params.pop("start", 0)
         # The refining search starts from the misclassified best iterates.
         rows = np.flatnonzero(~evaded & success if from_best else ~evaded)
         if rows.size == 0:
@@ -872,7 +898,7 @@ def _suite_chunk(detector, X, y, targets, strategies, options, seed):
                 X[rows],
                 y[rows],
                 target=None if k is None else targets[rows, k],
-                random_state=seed,
+                random_state=seed + offset,
                 **options,
                 **params,
             )
