@@ -5,9 +5,11 @@ For each preset: the detector is fitted on benign training data, its threshold
 benign test set, then ``skadv.attacks.evaluate_robustness`` runs plain PGD and
 the adaptive suite (orthogonal and selective PGD through straight-through
 surrogates of two steepnesses, targeted orthogonal runs towards each wrong
-class from the second most likely on, then a gradient-free square search on
-the exact scores; best-of per input) on correctly classified test inputs.
-Success is judged on the real model and the real fitted detector.
+class from the second most likely on, an orthogonal run from a random start,
+then gradient-free square searches on the exact scores, from the authors'
+start and from the best misclassified iterate; best-of per input) on
+correctly classified test inputs, in ``--n-jobs`` processes. Success is judged
+on the real model and the real fitted detector.
 
 Usage::
 
