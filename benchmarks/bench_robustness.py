@@ -36,6 +36,7 @@ figure ``robustness-<dataset>.png``. ``--classifier-state`` reuses a trained
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -150,6 +151,15 @@ def _f(value):
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _data_name(report):
+    """The table's data column: the data set, and what sets the run apart."""
+    bits = report["settings"]["suite"].get("quantize")
+    name = report["dataset"] + (f" ({bits}-bit)" if bits else "")
+    if not report["settings"]["suite"]["methods"]:
+        name += " (plain PGD + square search only)"
+    return name
+
+
 def format_tables(results_dir=RESULTS):
     """Markdown tables of every full (not quick) robustness-*.json result."""
     reports = [
@@ -166,10 +176,7 @@ def format_tables(results_dir=RESULTS):
     settings = []
     for report in reports:
         rows = {(r["eps"], r["attack"]): r for r in report["results"]}
-        bits = report["settings"]["suite"].get("quantize")
-        name = report["dataset"] + (f" ({bits}-bit)" if bits else "")
-        if not report["settings"]["suite"]["methods"]:
-            name += " (plain PGD + square search only)"
+        name = _data_name(report)
         held_out = report.get("fit_on") == "test"
         for eps in report["settings"]["eps"]:
             pgd, adaptive = rows[(eps, "pgd")], rows[(eps, "adaptive")]
@@ -204,7 +211,53 @@ def format_tables(results_dir=RESULTS):
         "settings give each row's classifier test accuracy, and rows with "
         "different accuracies are against different classifiers."
     )
-    return "\n".join([intro, "", *lines, "", "Attack settings:", "", *settings, ""])
+    return "\n".join(
+        [
+            intro,
+            "",
+            *lines,
+            "",
+            "Attack settings:",
+            "",
+            *settings,
+            "",
+            *_strategy_lines(reports),
+        ]
+    )
+
+
+def _short(strategy):
+    """A strategy's name without the parts every row shares."""
+    strategy = strategy.replace("straight_through beta", "beta")
+    return re.sub(r", \d+ queries$", "", strategy)
+
+
+def _strategy_lines(reports):
+    """Which of the suite's strategies got the evasions, per report and eps."""
+    lines = [
+        "Where the suite's evasions came from: the inputs each strategy newly "
+        "got through, in the suite's order (each attacks only the inputs no "
+        "earlier one got through; strategies that got none through are left "
+        "out; beta: the straight-through surrogate's softplus steepness; "
+        "target k: towards each input's k-th most likely class).",
+        "",
+        "| data | preset | eps | newly through, by strategy |",
+        "| --- | --- | --- | --- |",
+    ]
+    for report in reports:
+        for row in report["results"]:
+            if row["attack"] != "adaptive" or "strategies" not in row:
+                continue
+            found = "; ".join(
+                f"{_short(s['strategy'])}: {s['newly_evaded']}"
+                for s in row["strategies"]
+                if s["newly_evaded"]
+            )
+            lines.append(
+                f"| {_data_name(report)} | `{report['preset']}` | {row['eps']:g} | "
+                f"{found or 'none'} |"
+            )
+    return [*lines, ""]
 
 
 def main(argv=None):
