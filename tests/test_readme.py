@@ -1,4 +1,5 @@
-"""The README's examples run as written, and its figures are the result files'."""
+"""The README's examples run as written; its and the security page's
+figures are the result files'."""
 
 import json
 import re
@@ -79,3 +80,81 @@ def test_speed_figures_come_from_the_benchmark():
         if name in ("contrastive-h256", "feature-squeezing", "multiview")
     ]
     assert f"cost {min(ratios):.1f}-{max(ratios):.1f}x the forward" in section
+
+
+def test_robustness_tables_are_what_the_benchmark_writes():
+    # benchmarks/results/robustness-tables.md (included in the security page)
+    # is bench_robustness.py's format_tables of the committed JSON files.
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "bench_robustness.py"
+    spec = importlib.util.spec_from_file_location("bench_robustness", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.format_tables(RESULTS)
+    assert (RESULTS / "robustness-tables.md").read_text() == expected
+
+
+def _adaptive(name, eps):
+    """The adaptive suite's row at ``eps`` of ``robustness-NAME.json``."""
+    report = json.loads((RESULTS / f"robustness-{name}.json").read_text())
+    return next(
+        r for r in report["results"] if (r["attack"], r["eps"]) == ("adaptive", eps)
+    )
+
+
+def _newer_strategies(row):
+    """Inputs the random start and the refining square search got through."""
+    return sum(
+        s["newly_evaded"]
+        for s in row["strategies"]
+        if "random start" in s["strategy"] or "from the best iterates" in s["strategy"]
+    )
+
+
+def test_robustness_prose_figures_come_from_the_benchmark():
+    section = README.read_text().split("## Under attack by someone who knows")[1]
+    section = " ".join(section.split("\n## ")[0].split())
+    combined, alone = "mnist-squeezing-contrastive", "mnist-feature-squeezing"
+    fpr = json.loads((RESULTS / f"robustness-{combined}.json").read_text())[
+        "benign_fpr"
+    ]
+    low, high = _adaptive(combined, 0.1), _adaptive(combined, 0.3)
+    assert low["n_attacked"] == high["n_attacked"]
+    expected = [
+        f"gets {low['evasion_rate']:.1%} through at eps 0.1 and "
+        f"{high['evasion_rate']:.0%} at 0.3 ({low['n_attacked']} attacked images "
+        f"each), at {fpr:.1%} benign false positives",
+        f"Squeezing alone let {_adaptive(alone, 0.1)['evasion_rate']:.1%} and "
+        f"{_adaptive(alone, 0.3)['evasion_rate']:.0%} through",
+        f"which got {_newer_strategies(low)} (eps 0.1) and "
+        f"{_newer_strategies(high)} (eps 0.3) of squeezing-contrastive's evasions",
+        f"the suite gets {_adaptive('mnist-ko-lim-2021', 0.1)['evasion_rate']:.0%} "
+        f"and {_adaptive('mnist-contrastive-h256', 0.1)['evasion_rate']:.0%} through",
+    ]
+    for phrase in expected:
+        assert phrase in section
+
+
+def test_security_page_figures_come_from_the_benchmark():
+    page = (ROOT / "docs" / "user_guide" / "security.rst").read_text()
+    page = " ".join(page.split())
+    combined, alone = "mnist-squeezing-contrastive", "mnist-feature-squeezing"
+    fpr = json.loads((RESULTS / f"robustness-{combined}.json").read_text())[
+        "benign_fpr"
+    ]
+    low, high = _adaptive(combined, 0.1), _adaptive(combined, 0.3)
+    expected = [
+        f"({_adaptive(alone, 0.1)['evasion_rate']:.1%} at eps 0.1, "
+        f"{_adaptive(alone, 0.3)['evasion_rate']:.1%} at 0.3)",
+        f"those two strategies got {_newer_strategies(low)} and "
+        f"{_newer_strategies(high)} of the evasions",
+        f"({low['n_attacked']} attacked images at each eps;",
+        f"{low['evasion_rate']:.1%} get through at eps 0.1 and "
+        f"{high['evasion_rate']:.1%} at 0.3;",
+        f"false-positive rate is {fpr:.2%} of the 10,000 test images",
+        f"{low['seconds'] / 60:.0f} min at eps 0.1 and "
+        f"{high['seconds'] / 60:.0f} min at 0.3, with ``n_jobs=2``",
+    ]
+    for phrase in expected:
+        assert phrase in page
