@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from benchmark_results import robustness_report
 from sklearn.base import clone
 
 import skadv
@@ -103,15 +104,6 @@ ADAPTIVE_FIGURES = {
 _PERCENT = r"(\d+(?:\.\d)?)%"
 
 
-def _robustness_report(name):
-    """A ``benchmarks/results/robustness-NAME.json`` file."""
-    import json
-    from pathlib import Path
-
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    return json.loads((results / f"robustness-{name}.json").read_text())
-
-
 def _preset_entry(preset):
     """The preset's entry in ``make_detector``'s docstring, on one line."""
     block = make_detector.__doc__.split(f'``"{preset}"``\n')[1]
@@ -122,7 +114,7 @@ def _preset_entry(preset):
 def test_documented_adaptive_figures_are_the_benchmarks(preset):
     # "N% get through at eps 0.1 and M% at 0.3 (plain PGD: a%, b%)", each
     # figure the result file's, rounded as written.
-    report = _robustness_report(f"{ADAPTIVE_FIGURES[preset]}-{preset}")
+    report = robustness_report(f"{ADAPTIVE_FIGURES[preset]}-{preset}")
     rates = {(r["eps"], r["attack"]): r["evasion_rate"] for r in report["results"]}
     found = re.search(
         rf"{_PERCENT} get through at eps 0\.1 and {_PERCENT} at 0\.3 "
@@ -290,7 +282,7 @@ def test_unknown_attribute():
 def test_documented_square_search_figures_are_the_benchmarks():
     # The square search alone (bench_robustness.py --suite square) against
     # feature squeezing: "got A% and B% through", the result file's rates.
-    report = _robustness_report("mnist-feature-squeezing-square")
+    report = robustness_report("mnist-feature-squeezing-square")
     rates = [r["evasion_rate"] for r in report["results"] if r["attack"] == "adaptive"]
     found = re.search(
         rf"got {_PERCENT} and {_PERCENT} through", _preset_entry("feature-squeezing")

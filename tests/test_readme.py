@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+from benchmark_results import RESULTS, robustness_report
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def python_blocks():
@@ -95,16 +95,11 @@ def test_robustness_tables_are_what_the_benchmark_writes():
     assert (RESULTS / "robustness-tables.md").read_text() == expected
 
 
-def _report(name):
-    """A ``benchmarks/results/robustness-NAME.json`` file."""
-    return json.loads((RESULTS / f"robustness-{name}.json").read_text())
-
-
 def _adaptive(name, eps):
     """The adaptive suite's row at ``eps`` of ``robustness-NAME.json``."""
     return next(
         r
-        for r in _report(name)["results"]
+        for r in robustness_report(name)["results"]
         if (r["attack"], r["eps"]) == ("adaptive", eps)
     )
 
@@ -122,7 +117,7 @@ def test_robustness_prose_figures_come_from_the_benchmark():
     section = README.read_text().split("## Under attack by someone who knows")[1]
     section = " ".join(section.split("\n## ")[0].split())
     combined, alone = "mnist-squeezing-contrastive", "mnist-feature-squeezing"
-    fpr = _report(combined)["benign_fpr"]
+    fpr = robustness_report(combined)["benign_fpr"]
     low, high = _adaptive(combined, 0.1), _adaptive(combined, 0.3)
     assert low["n_attacked"] == high["n_attacked"]
     expected = [
@@ -144,7 +139,7 @@ def test_security_page_figures_come_from_the_benchmark():
     page = (ROOT / "docs" / "user_guide" / "security.rst").read_text()
     page = " ".join(page.split())
     combined, alone = "mnist-squeezing-contrastive", "mnist-feature-squeezing"
-    fpr = _report(combined)["benign_fpr"]
+    fpr = robustness_report(combined)["benign_fpr"]
     low, high = _adaptive(combined, 0.1), _adaptive(combined, 0.3)
     expected = [
         f"({_adaptive(alone, 0.1)['evasion_rate']:.1%} at eps 0.1, "
