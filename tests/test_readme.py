@@ -155,3 +155,12 @@ def test_security_page_figures_come_from_the_benchmark():
     ]
     for phrase in expected:
         assert phrase in page
+
+
+def test_limitations_page_figures_come_from_the_benchmark():
+    # The demo's preset against the raw pixels alone, under the adaptive suite.
+    page = (ROOT / "docs" / "user_guide" / "limitations.rst").read_text()
+    page = " ".join(page.split())
+    combined = _adaptive("digits-small-data-raw", 0.1)["evasion_rate"]
+    raw = _adaptive("digits-raw-pixels", 0.1)["evasion_rate"]
+    assert f"({combined:.0%} at eps 0.1 against {raw:.0%})" in page
